@@ -1,0 +1,221 @@
+//! The command line: clap types only, so completions and man pages can be built from them alone.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueHint};
+
+const EXAMPLES: &str = "\
+Examples:
+  ocx start --name api            start a server for the current directory
+  ocx ls                          every instance with its observed status
+  ocx url api --with-credentials  the URL for curl and other clients
+  ocx logs api -f                 follow the server's log
+  ocx stop api                    stop it: TERM, then KILL after the grace period
+  ocx stop --all                  stop every instance, in parallel";
+
+/// Run OpenCode servers in the background: start, list, prompt, stop and clean up.
+///
+/// ocx starts `opencode serve` detached, keeps one lock-guarded JSON record per instance,
+/// and always reports what it observes (is the process alive, the same one, healthy?)
+/// rather than what it last wrote down. There is no daemon.
+#[derive(Debug, Parser)]
+#[command(name = "ocx", version, propagate_version = true, after_help = EXAMPLES)]
+pub struct Cli {
+    /// The state directory [default: the platform's state dir + ocx]
+    #[arg(long, global = true, env = "OCX_HOME", value_name = "DIR", value_hint = ValueHint::DirPath)]
+    pub home: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Start(StartArgs),
+    #[command(visible_alias = "list")]
+    Ls(LsArgs),
+    Stop(StopArgs),
+    Logs(LogsArgs),
+    Attach(AttachArgs),
+    Url(UrlArgs),
+}
+
+/// Start opencode servers in the background and wait until they are healthy
+///
+/// The server runs detached in its own session with its output appended to
+/// <home>/logs/<id>.log. ocx picks a free loopback port unless --port is given, and a
+/// random password unless --no-auth is given. It returns once the server printed its ready
+/// line and answered /global/health; if the server exits or --timeout passes first, ocx
+/// stops what it started, leaves no record behind, and fails.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  ocx start                          serve the current directory
+  ocx start --name api --dir ~/api   a named instance for another directory
+  ocx start --count 3 --json         three instances, described as JSON
+  ocx start -- --log-level DEBUG     pass arguments through to `opencode serve`")]
+pub struct StartArgs {
+    /// A unique name to refer to the instance by (with --count, suffixed -1..-N)
+    #[arg(long, short)]
+    pub name: Option<String>,
+
+    /// The directory the server serves [default: the current directory]
+    #[arg(long, short, value_hint = ValueHint::DirPath)]
+    pub dir: Option<PathBuf>,
+
+    /// Listen on this port instead of a free one ocx picks (never retried)
+    #[arg(long, short)]
+    pub port: Option<u16>,
+
+    /// The address to listen on
+    #[arg(long, default_value = "127.0.0.1")]
+    pub hostname: String,
+
+    /// Start without a password (refused with a non-loopback --hostname)
+    #[arg(long)]
+    pub no_auth: bool,
+
+    /// Seconds to wait for the server to become healthy
+    #[arg(long, default_value = "60", value_name = "SECS", value_parser = seconds)]
+    pub timeout: Duration,
+
+    /// The opencode binary [default: $OCX_OPENCODE, opencode on PATH, ~/.opencode/bin/opencode]
+    #[arg(long, value_name = "PATH", value_hint = ValueHint::FilePath)]
+    pub opencode: Option<PathBuf>,
+
+    /// Set an environment variable for the server (repeatable)
+    #[arg(long = "env", short = 'e', value_name = "KEY=VAL", value_parser = key_value)]
+    pub env: Vec<(String, String)>,
+
+    /// Start this many instances in parallel
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub count: u32,
+
+    /// Print the started instances as JSON (without secrets)
+    #[arg(long)]
+    pub json: bool,
+
+    /// Arguments passed through to `opencode serve`
+    #[arg(last = true, value_name = "OPENCODE_ARGS")]
+    pub extra: Vec<String>,
+}
+
+/// List instances with their observed status
+///
+/// STATUS is what ocx observes now, not what it last wrote down: starting, running (alive and
+/// healthy), unhealthy (alive, health check fails), stopping, dead (the process is gone, or its
+/// PID now belongs to another process), corrupt (the record cannot be read; see `ocx gc`).
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Print a JSON array (without secrets)
+    #[arg(long)]
+    pub json: bool,
+
+    /// Print instance ids only, one per line
+    #[arg(long, short, conflicts_with = "json")]
+    pub quiet: bool,
+
+    /// Also list `opencode serve` processes of this user that ocx does not manage
+    #[arg(long, short)]
+    pub all: bool,
+
+    /// Include passwords in --json output
+    #[arg(long, requires = "json")]
+    pub show_secrets: bool,
+}
+
+/// Stop instances: TERM, wait, KILL, then end every process the instance left behind
+///
+/// ocx checks that the PID still belongs to the server it started (start time and marker)
+/// before it sends any signal. After the server is gone it ends every process still carrying
+/// the instance's marker (OCX_INSTANCE_ID), such as shell commands the agent started, checks
+/// that the port is free, and deletes the record. The log is kept.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  ocx stop api             stop one instance by name (or id, or unique id prefix)
+  ocx stop k3f 9x2         stop several
+  ocx stop --all --grace 3 stop every instance, giving each 3 s before KILL")]
+pub struct StopArgs {
+    /// Instances to stop: id, unique id prefix, or name
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub instances: Vec<String>,
+
+    /// Stop every instance, in parallel
+    #[arg(long, short)]
+    pub all: bool,
+
+    /// Seconds to wait after TERM before KILL
+    #[arg(long, default_value = "10", value_name = "SECS", value_parser = seconds)]
+    pub grace: Duration,
+
+    /// Skip the polite step: KILL at once
+    #[arg(long, short)]
+    pub force: bool,
+
+    /// Print the outcome as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Print the server's log
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The instance [default: the only running one]
+    pub instance: Option<String>,
+
+    /// Keep printing new lines as they are written, until Ctrl-C
+    #[arg(long, short)]
+    pub follow: bool,
+
+    /// How many lines from the end to print
+    #[arg(long, short = 'n', default_value_t = 50, value_name = "N")]
+    pub lines: usize,
+}
+
+/// Open opencode's terminal interface on an instance
+///
+/// Runs `opencode attach URL` with the instance's credentials in its environment (never on
+/// its command line, where other users could read them) and exits with its exit code.
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// The instance [default: the only running one]
+    pub instance: Option<String>,
+
+    /// The opencode binary [default: the one the instance was started with]
+    #[arg(long, value_name = "PATH", value_hint = ValueHint::FilePath)]
+    pub opencode: Option<PathBuf>,
+
+    /// Arguments passed through to `opencode attach`
+    #[arg(last = true, value_name = "OPENCODE_ARGS")]
+    pub extra: Vec<String>,
+}
+
+/// Print an instance's URL, for curl and other clients
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  curl \"$(ocx url api --with-credentials)/global/health\"")]
+pub struct UrlArgs {
+    /// The instance [default: the only running one]
+    pub instance: Option<String>,
+
+    /// Include the username and password in the URL
+    #[arg(long)]
+    pub with_credentials: bool,
+}
+
+/// A number of seconds, fractions allowed: `2`, `0.5`.
+fn seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a number of seconds"))
+}
+
+/// `KEY=VAL`, with a non-empty key.
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VAL")),
+    }
+}

@@ -1,0 +1,39 @@
+//! `ocx attach`: hand the terminal to `opencode attach` on an instance.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, anyhow};
+
+use crate::cli::AttachArgs;
+use crate::error::{Failure, code};
+use crate::home::Home;
+use crate::process::{self, Processes};
+use crate::record;
+
+pub fn run(home: &Home, args: AttachArgs) -> Result<()> {
+    let records = record::valid(&record::list(home)?);
+    let r = record::resolve_default(&records, args.instance.as_deref())?;
+    if Processes::of(&[r.pid])?.same(r.pid, r.pid_started_at).is_none() {
+        return Err(anyhow!(
+            Failure::new(code::FAILED, format!("instance {} is not running", r.label()))
+                .hint(format!("remove its record with `ocx stop {}`, and start a new one with `ocx start`", r.label()))
+        ));
+    }
+    let binary = args.opencode.clone().unwrap_or_else(|| r.opencode.path.clone());
+    let mut cmd = Command::new(&binary);
+    cmd.arg("attach").arg(&r.url).args(&args.extra);
+    // Through the environment, never the command line, where `ps` shows it to every user.
+    cmd.env("OPENCODE_SERVER_USERNAME", &r.username);
+    match &r.password {
+        Some(password) => cmd.env("OPENCODE_SERVER_PASSWORD", password),
+        None => cmd.env_remove("OPENCODE_SERVER_PASSWORD"),
+    };
+    // Ctrl-C belongs to opencode now; ocx just waits for it.
+    process::install_interrupt_handler();
+    let status = cmd.status().with_context(|| format!("cannot run {}", binary.display()))?;
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(code) => Err(anyhow!(Failure::silent(u8::try_from(code).unwrap_or(code::FAILED)))),
+        None => Err(anyhow!(Failure::silent(code::INTERRUPTED))),
+    }
+}

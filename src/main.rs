@@ -1,0 +1,23 @@
+//! ocx: run OpenCode servers in the background — start, list, prompt, stop, clean up.
+
+mod base64;
+mod cli;
+mod cmd;
+mod error;
+mod home;
+mod output;
+mod process;
+mod record;
+mod server;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cmd::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => error::report(&err),
+    }
+}

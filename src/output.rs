@@ -1,0 +1,150 @@
+//! How ocx prints: tables, JSON, colour, and human-friendly durations, sizes and times.
+
+use std::io::{self, IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use comfy_table::{Cell, Color, Table, presets};
+
+/// Colour only on a terminal, when `NO_COLOR` is unset or empty and `TERM` is not `dumb`.
+pub fn use_color() -> bool {
+    io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
+}
+
+/// A borderless table with a header row, like `docker ps`.
+pub fn table<const N: usize>(header: [&str; N]) -> Table {
+    let mut table = Table::new();
+    table.load_style(presets::NOTHING).set_header(header);
+    table
+}
+
+/// A cell in the given colour when colour is on.
+pub fn colored(text: impl ToString, color: Color) -> Cell {
+    let cell = Cell::new(text);
+    if use_color() { cell.fg(color) } else { cell }
+}
+
+/// Print a table; an empty one still shows its header.
+pub fn print_table(table: &mut Table) -> io::Result<()> {
+    // Columns two spaces apart and flush left, as `docker ps` prints them.
+    table.column_iter_mut().for_each(|c| {
+        c.set_padding((0, 2));
+    });
+    let mut out = io::stdout().lock();
+    for line in table.lines() {
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+/// Print one JSON document on stdout.
+pub fn print_json(value: &serde_json::Value) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)
+}
+
+/// A one-line spinner on stderr, only when stderr is a terminal; it clears itself when dropped.
+pub struct Spinner {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Spinner {
+    pub fn start(message: String) -> Spinner {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = io::stderr().is_terminal().then(|| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let began = Instant::now();
+                for frame in ['|', '/', '-', '\\'].iter().cycle() {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    eprint!("\r{frame} {message}… {}", elapsed(began.elapsed()));
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                eprint!("\r\x1b[2K");
+            })
+        });
+        Spinner { stop, thread }
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// `42s`, `3m12s`, `5h03m`, `2d04h`.
+pub fn duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+/// `1.2s` or `850ms`: for how long an action took.
+pub fn elapsed(d: Duration) -> String {
+    if d < Duration::from_secs(1) { format!("{}ms", d.as_millis()) } else { format!("{:.1}s", d.as_secs_f64()) }
+}
+
+/// `512K`, `318M`, `1.2G`.
+pub fn bytes(n: u64) -> String {
+    const K: u64 = 1024;
+    match n {
+        0..K => format!("{n}B"),
+        K..1_048_576 => format!("{}K", n / K),
+        1_048_576..1_073_741_824 => format!("{}M", n / 1_048_576),
+        _ => format!("{:.1}G", n as f64 / 1_073_741_824.0),
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// `2026-11-21T05:08:00Z` for a time given in seconds since the Unix epoch.
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_237_819), "2026-11-21T05:10:19Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(duration(Duration::from_secs(192)), "3m12s");
+        assert_eq!(duration(Duration::from_secs(90_061)), "1d01h");
+        assert_eq!(bytes(350 * 1_048_576), "350M");
+        assert_eq!(elapsed(Duration::from_millis(1530)), "1.5s");
+    }
+}

@@ -1,0 +1,181 @@
+//! Everything that differs between operating systems: detached spawns, process identity
+//! (PID + start time + marker), signals, ports, private files and Ctrl-C.
+//!
+//! `unix.rs` and `windows.rs` export the same free functions; no other module of ocx uses
+//! `cfg(unix)` or `cfg(windows)`.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System, UpdateKind};
+
+#[cfg_attr(unix, path = "unix.rs")]
+#[cfg_attr(windows, path = "windows.rs")]
+mod imp;
+
+pub use imp::{
+    create_private_dir_all, create_private_file, detach, install_interrupt_handler, interrupted, is_trusted, kill,
+    open_lock_file, open_private_log, port_owner, sync_dir, terminate,
+};
+
+/// The environment variables every process of an instance inherits. Both must match for a
+/// process to count as the instance's: ids are only unique within one home.
+pub const MARKER_ID: &str = "OCX_INSTANCE_ID";
+pub const MARKER_HOME: &str = "OCX_HOME";
+
+/// What ocx needs to know about a live process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Proc {
+    pub pid: u32,
+    /// Seconds since the Unix epoch, as the OS reports it.
+    pub start_time: u64,
+    pub rss: u64,
+}
+
+/// A process carrying an ocx marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marked {
+    pub proc: Proc,
+    pub instance: String,
+}
+
+/// Who holds a port, as far as the OS tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortOwner {
+    /// None when the socket is listed but no live process holds it (a "ghost port").
+    pub pid: Option<u32>,
+    pub name: Option<String>,
+}
+
+impl std::fmt::Display for PortOwner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.pid, &self.name) {
+            (Some(pid), Some(name)) => write!(f, "PID {pid} ({name})"),
+            (Some(pid), None) => write!(f, "PID {pid}"),
+            (None, _) => f.write_str("no live process (a ghost port)"),
+        }
+    }
+}
+
+/// A snapshot of (part of) the process table.
+pub struct Processes {
+    sys: System,
+}
+
+impl Processes {
+    /// Facts about just these PIDs, from one targeted refresh.
+    pub fn of(pids: &[u32]) -> Result<Self> {
+        let pids: Vec<Pid> = pids.iter().map(|&p| Pid::from_u32(p)).collect();
+        let kind = ProcessRefreshKind::nothing().without_tasks().with_memory();
+        Self::refresh(ProcessesToUpdate::Some(&pids), kind)
+    }
+
+    /// Every process with its environment and command line: for marker scans.
+    pub fn all() -> Result<Self> {
+        let kind = ProcessRefreshKind::nothing()
+            .without_tasks()
+            .with_memory()
+            .with_environ(UpdateKind::Always)
+            .with_cmd(UpdateKind::Always)
+            .with_user(UpdateKind::Always);
+        Self::refresh(ProcessesToUpdate::All, kind)
+    }
+
+    fn refresh(which: ProcessesToUpdate<'_>, kind: ProcessRefreshKind) -> Result<Self> {
+        let mut sys = System::new().map_err(|e| anyhow::anyhow!("{e}")).context("cannot read the process table")?;
+        sys.refresh_processes_specifics(which, true, kind);
+        Ok(Processes { sys })
+    }
+
+    /// The live process with this PID (zombies count as gone).
+    pub fn get(&self, pid: u32) -> Option<Proc> {
+        let p = self.sys.process(Pid::from_u32(pid))?;
+        if matches!(p.status(), ProcessStatus::Zombie | ProcessStatus::Dead) {
+            return None;
+        }
+        Some(Proc { pid, start_time: p.start_time(), rss: p.memory() })
+    }
+
+    /// The live process with this PID, only if it is the one that started at `started_at`.
+    pub fn same(&self, pid: u32, started_at: u64) -> Option<Proc> {
+        self.get(pid).filter(|p| p.start_time == started_at)
+    }
+
+    /// Every live process carrying the marker of `home` (all instances), never ocx itself.
+    /// Needs a snapshot from `all()`.
+    pub fn marked(&self, home: &Path) -> Vec<Marked> {
+        let me = std::process::id();
+        let home_var = format!("{MARKER_HOME}={}", home.display());
+        let id_prefix = format!("{MARKER_ID}=");
+        let mut found: Vec<Marked> = self
+            .sys
+            .processes()
+            .values()
+            .filter(|p| p.pid().as_u32() != me)
+            .filter(|p| p.environ().iter().any(|v| v.to_str() == Some(home_var.as_str())))
+            .filter_map(|p| {
+                let instance =
+                    p.environ().iter().find_map(|v| v.to_str()?.strip_prefix(id_prefix.as_str()))?.to_string();
+                let proc = self.get(p.pid().as_u32())?;
+                Some(Marked { proc, instance })
+            })
+            .collect();
+        found.sort_by_key(|m| m.proc.pid);
+        found
+    }
+
+    /// `opencode serve` processes of the current user, as (process, command line).
+    /// Needs a snapshot from `all()`.
+    pub fn opencode_servers(&self) -> Vec<(Proc, Vec<String>)> {
+        let me = sysinfo::get_current_pid().ok().and_then(|pid| self.sys.process(pid));
+        let my_user = me.and_then(|p| p.user_id());
+        let mut found: Vec<(Proc, Vec<String>)> = self
+            .sys
+            .processes()
+            .values()
+            .filter(|p| my_user.is_none() || p.user_id() == my_user)
+            .filter_map(|p| {
+                let cmd: Vec<String> = p.cmd().iter().map(|a| a.to_string_lossy().into_owned()).collect();
+                let is_opencode = cmd.first().is_some_and(|a| {
+                    Path::new(a).file_stem().is_some_and(|s| s.to_string_lossy().starts_with("opencode"))
+                });
+                let serves = cmd.iter().skip(1).any(|a| a == "serve");
+                (is_opencode && serves).then(|| Some((self.get(p.pid().as_u32())?, cmd)))?
+            })
+            .collect();
+        found.sort_by_key(|(p, _)| p.pid);
+        found
+    }
+}
+
+/// Whether a process is still the same live process, refreshing just that PID.
+pub fn is_alive(proc: &Proc) -> bool {
+    Processes::of(&[proc.pid]).is_ok_and(|t| t.same(proc.pid, proc.start_time).is_some())
+}
+
+/// Poll until the process is gone or `timeout` passes; true if it is gone.
+pub fn wait_gone(proc: &Proc, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if !is_alive(proc) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Pick a free port on `host` by binding port 0 and closing the socket again.
+pub fn free_port(host: &str) -> Result<u16> {
+    let listener = TcpListener::bind((host, 0)).with_context(|| format!("cannot bind a port on {host}"))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Whether `port` on `host` can be bound right now.
+pub fn port_is_free(host: &str, port: u16) -> bool {
+    TcpListener::bind((host, port)).is_ok()
+}

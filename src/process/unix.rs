@@ -1,0 +1,188 @@
+//! Unix: setsid, signals to a process and its group, 0700/0600 files, SIGINT.
+
+use std::fs::{DirBuilder, File, Metadata, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::PortOwner;
+
+/// Run the child in a session of its own, so it survives the terminal that started it and
+/// a Ctrl-C in that terminal does not reach it.
+pub fn detach(cmd: &mut Command) {
+    // SAFETY: setsid is async-signal-safe, as pre_exec requires.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Ask the process (and the group it leads, if any) to exit: SIGTERM.
+pub fn terminate(pid: u32) -> io::Result<()> {
+    signal(pid, libc::SIGTERM)
+}
+
+/// End the process (and the group it leads, if any): SIGKILL.
+pub fn kill(pid: u32) -> io::Result<()> {
+    signal(pid, libc::SIGKILL)
+}
+
+fn signal(pid: u32, sig: libc::c_int) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    if pid <= 1 {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: plain syscalls on a PID the caller has vouched for.
+    unsafe {
+        // A group is led only by a process that created it, so its members are that
+        // process's own children (the server's, which did not start sessions of their own).
+        if libc::getpgid(pid) == pid {
+            libc::killpg(pid, sig);
+        }
+        if libc::kill(pid, sig) == -1 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::ESRCH) {
+                return Err(err);
+            }
+        }
+    }
+    Ok(())
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// From now on Ctrl-C sets a flag (see `interrupted`) instead of ending ocx, so a command
+/// can clean up before it exits with 130.
+pub fn install_interrupt_handler() {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+    }
+}
+
+/// Whether Ctrl-C was pressed since `install_interrupt_handler`.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Create a directory and its missing parents, readable by the owner only.
+pub fn create_private_dir_all(path: &Path) -> io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(path)
+}
+
+/// Create a new file (failing if it exists), mode 0600 from the start.
+pub fn create_private_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)
+}
+
+/// Open (or create) a lock file, mode 0600.
+pub fn open_lock_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)
+}
+
+/// Open (or create) a log for appending, mode 0600.
+pub fn open_private_log(path: &Path) -> io::Result<File> {
+    OpenOptions::new().append(true).create(true).mode(0o600).open(path)
+}
+
+/// Make a rename in `dir` durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// A file ocx may trust: owned by this user and not writable by group or others.
+pub fn is_trusted(meta: &Metadata) -> bool {
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    meta.uid() == me && meta.mode() & 0o022 == 0
+}
+
+/// Who listens on a TCP port: read from /proc on Linux; unknown elsewhere.
+pub fn port_owner(port: u16) -> Option<PortOwner> {
+    #[cfg(target_os = "linux")]
+    {
+        linux_port_owner(port)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = port;
+        None
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn linux_port_owner(port: u16) -> Option<PortOwner> {
+    const LISTEN: &str = "0A";
+    let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let cols: Vec<&str> = line.split_whitespace().collect();
+                    let local_port = cols.get(1)?.rsplit(':').next()?;
+                    let listening = *cols.get(3)? == LISTEN;
+                    (listening && u16::from_str_radix(local_port, 16).ok()? == port)
+                        .then(|| cols.get(9).map(|s| s.to_string()))?
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if inodes.is_empty() {
+        return None;
+    }
+    let targets: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
+        for fd in fds.flatten() {
+            let Ok(link) = std::fs::read_link(fd.path()) else { continue };
+            if targets.iter().any(|t| link.as_os_str() == t.as_str()) {
+                let name = std::fs::read_to_string(entry.path().join("comm")).ok().map(|s| s.trim().to_string());
+                return Some(PortOwner { pid: Some(pid), name });
+            }
+        }
+    }
+    Some(PortOwner { pid: None, name: None })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn private_dirs_are_0700_and_files_0600_from_creation() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("a").join("b");
+        create_private_dir_all(&nested).unwrap();
+        assert_eq!(mode(&nested), 0o700);
+        let file = nested.join("f");
+        create_private_file(&file).unwrap();
+        assert_eq!(mode(&file), 0o600);
+        assert!(create_private_file(&file).is_err(), "create_private_file never reuses a file");
+        let log = nested.join("log");
+        open_private_log(&log).unwrap();
+        assert_eq!(mode(&log), 0o600);
+        assert!(is_trusted(&std::fs::metadata(&file).unwrap()));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(!is_trusted(&std::fs::metadata(&file).unwrap()));
+    }
+}

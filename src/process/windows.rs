@@ -1,0 +1,100 @@
+//! Windows: detached process groups, CTRL_BREAK and TerminateProcess, Ctrl-C.
+//!
+//! Private files rely on the ACLs of the user's profile directory that holds the home.
+
+use std::fs::{File, Metadata, OpenOptions};
+use std::io;
+use std::os::windows::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use windows_sys::Win32::Foundation::{CloseHandle, FALSE, TRUE};
+use windows_sys::Win32::System::Console::{CTRL_BREAK_EVENT, GenerateConsoleCtrlEvent, SetConsoleCtrlHandler};
+use windows_sys::Win32::System::Threading::{
+    CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW, DETACHED_PROCESS, OpenProcess, PROCESS_TERMINATE, TerminateProcess,
+};
+
+use super::PortOwner;
+
+/// Run the child detached from this console, in a process group of its own.
+pub fn detach(cmd: &mut Command) {
+    cmd.creation_flags(DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW);
+}
+
+/// Ask the process group to exit: CTRL_BREAK.
+pub fn terminate(pid: u32) -> io::Result<()> {
+    // SAFETY: plain API call on a PID the caller has vouched for.
+    if unsafe { GenerateConsoleCtrlEvent(CTRL_BREAK_EVENT, pid) } == FALSE {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// End the process: TerminateProcess.
+pub fn kill(pid: u32) -> io::Result<()> {
+    // SAFETY: the handle is checked and closed.
+    unsafe {
+        let handle = OpenProcess(PROCESS_TERMINATE, FALSE, pid);
+        if handle.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        let ok = TerminateProcess(handle, 1);
+        CloseHandle(handle);
+        if ok == FALSE {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+unsafe extern "system" fn on_ctrl(_: u32) -> i32 {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+    TRUE
+}
+
+/// From now on Ctrl-C sets a flag (see `interrupted`) instead of ending ocx.
+pub fn install_interrupt_handler() {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        SetConsoleCtrlHandler(Some(on_ctrl), TRUE);
+    }
+}
+
+/// Whether Ctrl-C was pressed since `install_interrupt_handler`.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+pub fn create_private_dir_all(path: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(path)
+}
+
+pub fn create_private_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new().write(true).create_new(true).open(path)
+}
+
+pub fn open_lock_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)
+}
+
+pub fn open_private_log(path: &Path) -> io::Result<File> {
+    OpenOptions::new().append(true).create(true).open(path)
+}
+
+/// Directories cannot be opened for syncing on Windows; the rename itself is atomic.
+pub fn sync_dir(_dir: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+/// Ownership checks would need ACL reads; the home under the user's profile is private already.
+pub fn is_trusted(_meta: &Metadata) -> bool {
+    true
+}
+
+/// Not looked up on Windows yet.
+pub fn port_owner(_port: u16) -> Option<PortOwner> {
+    None
+}

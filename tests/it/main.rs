@@ -1,0 +1,8 @@
+//! The integration tests: one binary, driving the built `ocx` against real opencode servers.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod basics;
+mod lifecycle;
+mod smoke;

@@ -1,0 +1,321 @@
+//! Test helpers: a temp `OCX_HOME` and `HOME` per test, the fake model, the pinned opencode
+//! binary, running ocx with a deadline, polling for conditions, and cleaning up.
+
+#![allow(dead_code)]
+
+#[path = "../../src/base64.rs"]
+mod base64;
+pub mod fake_model;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub use fake_model::FakeModel;
+
+/// The opencode version the tests run against; `scripts/test` installs it.
+pub const OPENCODE_VERSION: &str = "1.18.33";
+
+/// Longest any single ocx invocation may take in a test before it counts as hung.
+const RUN_DEADLINE: Duration = Duration::from_secs(180);
+
+/// The real opencode binary: `$OCX_OPENCODE`, else the copy `scripts/test` installs.
+/// Missing → the test fails and says how to install it; it never skips.
+pub fn opencode_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("OCX_OPENCODE").filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        assert!(path.is_file(), "OCX_OPENCODE={} does not exist", path.display());
+        return path;
+    }
+    let path = test_deps_dir().join(format!("opencode-ai-{OPENCODE_VERSION}/node_modules/.bin/opencode"));
+    assert!(
+        path.is_file(),
+        "the pinned opencode {OPENCODE_VERSION} is not installed at {}: run `scripts/test` (it installs it \
+         with npm), or point OCX_OPENCODE at an opencode binary",
+        path.display()
+    );
+    path
+}
+
+/// Where `scripts/test` keeps what the tests need (must match the script).
+fn test_deps_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("OCX_TEST_DEPS").filter(|p| !p.is_empty()) {
+        return dir.into();
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache"));
+    cache.join("ocx-test")
+}
+
+/// Poll `check` every 50 ms until it returns Some, or panic after `timeout` naming `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The outcome of one ocx run.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    #[track_caller]
+    pub fn success(&self) -> &Run {
+        assert_eq!(self.code, Some(0), "ocx failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    #[track_caller]
+    pub fn code(&self, expected: i32) -> &Run {
+        assert_eq!(
+            self.code,
+            Some(expected),
+            "unexpected exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn stderr_has(&self, needle: &str) -> &Run {
+        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}:\n{}", self.stderr);
+        self
+    }
+
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+/// Wait for a child with a deadline, collecting its output; kill it and panic if it hangs.
+pub fn finish(mut child: Child, what: &str) -> Run {
+    let mut out = child.stdout.take().expect("stdout piped");
+    let mut err = child.stderr.take().expect("stderr piped");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + RUN_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {RUN_DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run { code: status.code(), stdout: out_reader.join().unwrap(), stderr: err_reader.join().unwrap() }
+}
+
+/// A child process the test started, killed when the test ends (pass or fail).
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One test's world: its own `OCX_HOME`, its own `HOME` and XDG dirs for the servers, a
+/// project directory configured for its own fake model.
+pub struct TestEnv {
+    pub root: TempDir,
+    pub ocx_home: PathBuf,
+    pub user_home: PathBuf,
+    pub project: PathBuf,
+    pub model: FakeModel,
+    pub opencode: PathBuf,
+}
+
+impl TestEnv {
+    pub fn new() -> TestEnv {
+        let opencode = opencode_bin();
+        let root = tempfile::Builder::new().prefix("ocx-test-").tempdir().unwrap();
+        let ocx_home = root.path().join("ocx-home");
+        let user_home = root.path().join("home");
+        let project = root.path().join("project");
+        std::fs::create_dir_all(&project).unwrap();
+        std::fs::create_dir_all(user_home.join(".config/opencode")).unwrap();
+        let model = FakeModel::start();
+        write_opencode_config(&project, &model);
+        write_opencode_config(&user_home.join(".config/opencode"), &model);
+        TestEnv { root, ocx_home, user_home, project, model, opencode }
+    }
+
+    /// The environment every process of the test gets: nothing from the real user.
+    pub fn apply_env(&self, cmd: &mut Command) {
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &self.user_home)
+            .env("XDG_CONFIG_HOME", self.user_home.join(".config"))
+            .env("XDG_DATA_HOME", self.user_home.join(".local/share"))
+            .env("XDG_CACHE_HOME", self.user_home.join(".cache"))
+            .env("XDG_STATE_HOME", self.user_home.join(".local/state"))
+            .env("TMPDIR", self.root.path())
+            .env("NO_COLOR", "1")
+            .current_dir(&self.project);
+    }
+
+    /// `ocx` with this test's environment (OCX_HOME and OCX_OPENCODE set).
+    pub fn ocx(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocx"));
+        self.apply_env(&mut cmd);
+        cmd.env("OCX_HOME", &self.ocx_home).env("OCX_OPENCODE", &self.opencode);
+        cmd
+    }
+
+    /// Run `ocx ARGS` to completion (with a deadline).
+    pub fn run(&self, args: &[&str]) -> Run {
+        let child =
+            self.ocx().args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        finish(child, &format!("ocx {}", args.join(" ")))
+    }
+
+    /// `ocx start --json ARGS` → the one started record.
+    #[track_caller]
+    pub fn start(&self, args: &[&str]) -> Value {
+        let mut all = vec!["start", "--json"];
+        all.extend_from_slice(args);
+        let docs = self.run(&all).success().json();
+        assert_eq!(docs.as_array().map(Vec::len), Some(1), "{docs}");
+        docs[0].clone()
+    }
+
+    /// `ocx ls --json`.
+    #[track_caller]
+    pub fn ls(&self) -> Vec<Value> {
+        self.run(&["ls", "--json"]).success().json().as_array().unwrap().clone()
+    }
+
+    /// Live processes carrying this test's home marker (any instance), as (pid, instance id).
+    pub fn marked(&self) -> Vec<(u32, String)> {
+        let home = self.ocx_home.canonicalize().unwrap_or(self.ocx_home.clone());
+        marked_processes(&home)
+    }
+
+    pub fn record_files(&self) -> Vec<String> {
+        match std::fs::read_dir(self.ocx_home.join("instances")) {
+            Ok(dir) => dir.map(|e| e.unwrap().file_name().into_string().unwrap()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// A script standing in for opencode (a server that never gets healthy, one that exits).
+    pub fn fake_binary(&self, name: &str, script: &str) -> PathBuf {
+        let path = self.root.path().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+        let mut perms = std::fs::metadata(&path).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(&path, perms).unwrap();
+        path
+    }
+}
+
+impl Drop for TestEnv {
+    /// Leave nothing running, whatever the test did: stop through ocx, then KILL anything that
+    /// still carries this test's marker.
+    fn drop(&mut self) {
+        if self.ocx_home.exists() {
+            let _ = self.ocx().args(["stop", "--all", "--force"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        }
+        for _ in 0..50 {
+            let left = self.marked();
+            if left.is_empty() {
+                break;
+            }
+            for (pid, _) in left {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Point opencode (serving `dir`, or with `dir` as its config dir) at the fake model.
+pub fn write_opencode_config(dir: &Path, model: &FakeModel) {
+    let config = serde_json::json!({
+        "$schema": "https://opencode.ai/config.json",
+        "provider": {"fake": {
+            "npm": "@ai-sdk/openai-compatible",
+            "name": "Fake",
+            "options": {"baseURL": model.base_url(), "apiKey": "x"},
+            "models": {"fake": {"name": "Fake"}}
+        }},
+        "model": "fake/fake",
+        "share": "disabled",
+        "autoupdate": false
+    });
+    std::fs::write(dir.join("opencode.json"), serde_json::to_string_pretty(&config).unwrap()).unwrap();
+}
+
+/// Live processes whose environment carries `OCX_HOME=<home>`, as (pid, OCX_INSTANCE_ID).
+pub fn marked_processes(home: &Path) -> Vec<(u32, String)> {
+    let home_var = format!("OCX_HOME={}", home.display());
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        let vars: Vec<&[u8]> = environ.split(|&b| b == 0).collect();
+        if !vars.contains(&home_var.as_bytes()) || is_zombie(pid) {
+            continue;
+        }
+        let id = vars
+            .iter()
+            .find_map(|v| v.strip_prefix(b"OCX_INSTANCE_ID="))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default();
+        found.push((pid, id));
+    }
+    found
+}
+
+/// Whether a PID is gone or a zombie.
+pub fn is_gone(pid: u32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid)
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// A plain HTTP client for asserting on a server directly; `timeout` bounds each request.
+pub fn http(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).proxy(None).timeout_global(Some(timeout)).build().into()
+}
+
+/// `Authorization: Basic …` for the record's credentials.
+pub fn basic_auth(record: &Value) -> String {
+    let user = record["username"].as_str().unwrap();
+    let password = record["password"].as_str().expect("the record needs --show-secrets for its password");
+    format!("Basic {}", base64::encode(format!("{user}:{password}").as_bytes()))
+}
