@@ -21,12 +21,14 @@ use crate::server::Client;
 
 /// How often to ask the server "is it ready?": short, so ocx adds little to start-up time.
 const POLL: Duration = Duration::from_millis(25);
-/// How many ports to try when the one ocx picked was taken before the server bound it.
-const PORT_TRIES: u32 = 3;
+/// How many times to spawn a server whose start failed in a way known to be transient.
+const START_TRIES: u32 = 3;
 const LOG_TAIL_LINES: usize = 15;
 const PASSWORD_VAR: &str = "OPENCODE_SERVER_PASSWORD";
 const USERNAME_VAR: &str = "OPENCODE_SERVER_USERNAME";
 const READY_MARK: &str = "server listening on http";
+/// What opencode prints when it lost the race to migrate a fresh database (see `Transient`).
+const DATABASE_RACE_SIGNS: [&str; 2] = ["Failed query", "database is locked"];
 
 /// What is the same for every instance of one `ocx start`.
 struct Plan {
@@ -262,16 +264,18 @@ fn start_one(home: &Home, plan: &Plan, name: Option<String>) -> Result<Started> 
                 record::save(home, &launch.record)?;
                 return Ok(Started { record: launch.record, took: began.elapsed() });
             }
-            // The port ocx picked was taken between choosing it and the server binding it.
-            Wait::Exited(_)
-                if plan.port.is_none()
-                    && tries < PORT_TRIES
-                    && !process::port_is_free(&plan.hostname, launch.record.port) =>
-            {
+            Wait::Exited(_) if tries < START_TRIES && launch.transient_failure(plan).is_some() => {
                 tries += 1;
+                let failure = launch.transient_failure(plan);
+                if failure == Some(Transient::DatabaseRace) {
+                    // Let the winner finish migrating before trying again.
+                    std::thread::sleep(Duration::from_millis(100 + u64::from(getrandom::u32().unwrap_or(0) % 500)));
+                }
                 let _store = home.lock_store()?;
-                let records = record::valid(&record::list(home)?);
-                let port = pick_port(&plan.hostname, &records)?;
+                let port = match failure {
+                    Some(Transient::PortTaken) => pick_port(&plan.hostname, &record::valid(&record::list(home)?))?,
+                    _ => launch.record.port,
+                };
                 let id = launch.record.id.clone();
                 launch = Launch::spawn(home, plan, &id, name.clone(), port)?;
             }
@@ -328,6 +332,16 @@ fn port_taken(host: &str, port: u16) -> anyhow::Error {
         Failure::new(code::FAILED, format!("port {port} on {host} is already in use{by}"))
             .hint("choose another --port, or leave it out and ocx picks a free one")
     )
+}
+
+/// Ways a start can fail that another try fixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transient {
+    /// The port ocx picked was taken between choosing it and the server binding it.
+    PortTaken,
+    /// opencode's first start in a fresh data directory migrates its SQLite database; servers
+    /// starting at the same moment race on it and the losers exit (`DATABASE_RACE_SIGNS`).
+    DatabaseRace,
 }
 
 enum Wait {
@@ -441,6 +455,17 @@ impl Launch {
                 }
             }
             std::thread::sleep(POLL);
+        }
+    }
+
+    /// Why the exited server failed, if another try would fix it.
+    fn transient_failure(&self, plan: &Plan) -> Option<Transient> {
+        if plan.port.is_none() && !process::port_is_free(&plan.hostname, self.record.port) {
+            Some(Transient::PortTaken)
+        } else if DATABASE_RACE_SIGNS.iter().any(|sign| self.new_log().contains(sign)) {
+            Some(Transient::DatabaseRace)
+        } else {
+            None
         }
     }
 

@@ -275,7 +275,7 @@ pub fn write_opencode_config(dir: &Path, model: &FakeModel) {
     std::fs::write(dir.join("opencode.json"), serde_json::to_string_pretty(&config).unwrap()).unwrap();
 }
 
-/// Live processes whose environment carries `OCX_HOME=<home>`, as (pid, OCX_INSTANCE_ID).
+/// Live processes carrying the marker of `home` (`OCX_HOME` and `OCX_INSTANCE_ID`), as (pid, id).
 pub fn marked_processes(home: &Path) -> Vec<(u32, String)> {
     let home_var = format!("OCX_HOME={}", home.display());
     let mut found = Vec::new();
@@ -286,12 +286,10 @@ pub fn marked_processes(home: &Path) -> Vec<(u32, String)> {
         if !vars.contains(&home_var.as_bytes()) || is_zombie(pid) {
             continue;
         }
-        let id = vars
-            .iter()
-            .find_map(|v| v.strip_prefix(b"OCX_INSTANCE_ID="))
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_default();
-        found.push((pid, id));
+        // ocx itself runs with OCX_HOME set too: only processes of an instance carry the id.
+        if let Some(id) = vars.iter().find_map(|v| v.strip_prefix(b"OCX_INSTANCE_ID=")) {
+            found.push((pid, String::from_utf8_lossy(id).into_owned()));
+        }
     }
     found
 }
