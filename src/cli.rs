@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueHint};
+use clap::{Args, Parser, Subcommand, ValueEnum, ValueHint};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -35,6 +35,7 @@ pub enum Command {
     Start(StartArgs),
     #[command(visible_alias = "list")]
     Ls(LsArgs),
+    Run(RunArgs),
     Stop(StopArgs),
     Logs(LogsArgs),
     Attach(AttachArgs),
@@ -123,6 +124,73 @@ pub struct LsArgs {
     /// Include passwords in --json output
     #[arg(long, requires = "json")]
     pub show_secrets: bool,
+}
+
+/// Send a prompt to an instance and stream the answer
+///
+/// The answer's text goes to stdout as it arrives, so it can be piped; tool calls, retries and
+/// the session id go to stderr. If the first word names an instance (its id, name, or a unique id
+/// prefix of at least 3 characters) it is the instance; otherwise every word is the prompt and
+/// the instance is the only one running. `-`, or no prompt with stdin not a terminal, reads the
+/// prompt from stdin.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  ocx run api \"explain src/main.rs\"          a new session on instance api
+  ocx run \"add a test\" --continue            the only running instance, its latest session
+  git diff | ocx run api - --title review      the prompt from stdin
+  ocx run api \"fix it\" --format json | jq     JSON lines, as `opencode run --format json`")]
+pub struct RunArgs {
+    /// The instance (optional when exactly one is running), then the prompt's words
+    #[arg(value_name = "[INSTANCE] PROMPT")]
+    pub words: Vec<String>,
+
+    /// Continue this session instead of starting a new one
+    #[arg(long, short, value_name = "ID", conflicts_with = "continue_")]
+    pub session: Option<String>,
+
+    /// Continue the instance's most recently updated session
+    #[arg(long = "continue", short = 'c')]
+    pub continue_: bool,
+
+    /// The model to use, as PROVIDER/MODEL [default: the server's]
+    #[arg(long, short, value_name = "PROVIDER/MODEL")]
+    pub model: Option<String>,
+
+    /// The agent to use [default: the server's, usually build]
+    #[arg(long)]
+    pub agent: Option<String>,
+
+    /// The title of a new session [default: the prompt's first words]
+    #[arg(long)]
+    pub title: Option<String>,
+
+    /// Attach a file to the prompt (repeatable)
+    #[arg(long = "file", short = 'f', value_name = "PATH", value_hint = ValueHint::FilePath)]
+    pub files: Vec<PathBuf>,
+
+    /// text: the answer as it streams; json: one JSON object per line
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    /// Give up after this many seconds: abort the prompt on the server, exit 4
+    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    pub timeout: Option<Duration>,
+
+    /// Work in this project directory on the server [default: the directory it serves]
+    #[arg(long, value_hint = ValueHint::DirPath)]
+    pub dir: Option<PathBuf>,
+
+    /// Give up after the server retried a failing model this many times [default: let it retry]
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+}
+
+/// How `ocx run` prints the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
 }
 
 /// Stop instances: TERM, wait, KILL, then end every process the instance left behind

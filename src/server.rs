@@ -1,10 +1,13 @@
 //! The opencode server's HTTP API, with the instance's credentials on every request.
 
+use std::io::{BufRead, BufReader, Read};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
+use serde_json::{Value, json};
 use ureq::Agent;
+use ureq::http::Response;
 
 use crate::base64;
 use crate::record::Record;
@@ -14,6 +17,8 @@ pub struct Client {
     agent: Agent,
     base: String,
     auth: Option<String>,
+    /// The project directory to act in (`?directory=`); None means the server's own.
+    directory: Option<String>,
 }
 
 /// What `/global/health` answers.
@@ -38,19 +43,38 @@ impl Client {
             agent,
             base: base.trim_end_matches('/').to_string(),
             auth: password.map(|p| format!("Basic {}", base64::encode(format!("{username}:{p}").as_bytes()))),
+            directory: None,
         }
+    }
+
+    /// Act in this project directory instead of the server's own.
+    pub fn in_directory(mut self, directory: Option<String>) -> Client {
+        self.directory = directory;
+        self
     }
 
     pub fn for_record(record: &Record, timeout: Duration) -> Client {
         Client::new(&record.url, &record.username, record.password.as_deref(), timeout)
     }
 
-    fn get(&self, path: &str) -> Result<ureq::http::Response<ureq::Body>> {
-        let mut req = self.agent.get(format!("{}{path}", self.base));
+    fn request<B>(&self, mut req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
         if let Some(auth) = &self.auth {
             req = req.header("Authorization", auth);
         }
-        req.call().with_context(|| format!("GET {}{path}", self.base))
+        if let Some(dir) = &self.directory {
+            req = req.query("directory", dir);
+        }
+        req
+    }
+
+    fn get(&self, path: &str) -> Result<Response<ureq::Body>> {
+        let url = format!("{}{path}", self.base);
+        self.request(self.agent.get(&url)).call().with_context(|| format!("GET {url}"))
+    }
+
+    fn post(&self, path: &str, body: &Value) -> Result<Response<ureq::Body>> {
+        let url = format!("{}{path}", self.base);
+        self.request(self.agent.post(&url)).send_json(body).with_context(|| format!("POST {url}"))
     }
 
     /// `GET /global/health`, or `/api/health` on servers that only have that.
@@ -63,6 +87,125 @@ impl Client {
             200 => resp.into_body().read_json().context("the health answer is not the expected JSON"),
             401 => bail!("the server refused ocx's credentials (401)"),
             status => bail!("the health check answered {status}"),
+        }
+    }
+
+    /// `POST /session`: a new session; returns its id.
+    pub fn create_session(&self, title: &str) -> Result<String> {
+        let session: Value = ok_json(self.post("/session", &json!({ "title": title }))?)?;
+        session["id"].as_str().map(str::to_string).context("the new session has no id")
+    }
+
+    /// `GET /session`: every session of the project.
+    pub fn sessions(&self) -> Result<Vec<Value>> {
+        ok_json(self.get("/session")?)
+    }
+
+    /// `GET /session/{id}`: None when the server does not know it.
+    pub fn session(&self, id: &str) -> Result<Option<Value>> {
+        let resp = self.get(&format!("/session/{id}"))?;
+        if is_unknown_session(resp.status().as_u16()) {
+            return Ok(None);
+        }
+        ok_json(resp).map(Some)
+    }
+
+    /// `GET /session/status`: the sessions that are not idle, by id.
+    pub fn busy_sessions(&self) -> Result<serde_json::Map<String, Value>> {
+        ok_json(self.get("/session/status")?)
+    }
+
+    /// `POST /session/{id}/prompt_async`: start a prompt; the work shows on the event stream.
+    pub fn prompt_async(&self, id: &str, body: &Value) -> Result<()> {
+        let resp = self.post(&format!("/session/{id}/prompt_async"), body)?;
+        if is_unknown_session(resp.status().as_u16()) {
+            bail!("the server does not know session {id}");
+        }
+        check(resp).map(drop)
+    }
+
+    /// `POST /session/{id}/abort`: stop what the session is doing.
+    pub fn abort(&self, id: &str) -> Result<()> {
+        check(self.post(&format!("/session/{id}/abort"), &json!({}))?).map(drop)
+    }
+
+    /// `GET /session/{id}/message`: every message with its parts (`{info, parts}`).
+    pub fn messages(&self, id: &str) -> Result<Vec<Value>> {
+        ok_json(self.get(&format!("/session/{id}/message"))?)
+    }
+
+    /// `GET /event`: the server's event stream, one JSON value per event. The request has no
+    /// overall timeout (the stream is meant to stay open), only one for connecting.
+    pub fn events(&self) -> Result<Events> {
+        let url = format!("{}/event", self.base);
+        let req = self
+            .request(self.agent.get(&url))
+            .config()
+            .timeout_global(None)
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .build();
+        let resp = check(req.call().with_context(|| format!("GET {url}"))?)?;
+        Ok(Events { reader: BufReader::new(Box::new(resp.into_body().into_reader())) })
+    }
+}
+
+/// opencode answers 404 for an unknown session (older builds: 500 `UnknownError`).
+fn is_unknown_session(status: u16) -> bool {
+    status == 404
+}
+
+/// The response if its status is 2xx; otherwise an error quoting the server's message.
+fn check(resp: Response<ureq::Body>) -> Result<Response<ureq::Body>> {
+    let status = resp.status().as_u16();
+    if (200..300).contains(&status) {
+        return Ok(resp);
+    }
+    let body = resp.into_body().read_to_string().unwrap_or_default();
+    let message = serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|v| v["data"]["message"].as_str().or(v["message"].as_str()).map(str::to_string))
+        .unwrap_or(body);
+    match status {
+        401 => Err(anyhow!("the server refused ocx's credentials (401)")),
+        _ => Err(anyhow!("the server answered {status}: {}", message.trim())),
+    }
+}
+
+fn ok_json<T: serde::de::DeserializeOwned>(resp: Response<ureq::Body>) -> Result<T> {
+    check(resp)?.into_body().read_json().context("the server's answer is not the expected JSON")
+}
+
+/// Server-sent events: `data: {json}` lines, events separated by blank lines.
+pub struct Events {
+    reader: BufReader<Box<dyn Read + Send>>,
+}
+
+impl Iterator for Events {
+    type Item = Result<Value>;
+
+    /// The next event; None when the server closed the stream.
+    fn next(&mut self) -> Option<Result<Value>> {
+        let mut data = String::new();
+        loop {
+            let mut line = String::new();
+            match self.reader.read_line(&mut line) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) => return Some(Err(e.into())),
+            }
+            let line = line.trim_end_matches(['\r', '\n']);
+            if line.is_empty() {
+                if data.is_empty() {
+                    continue;
+                }
+                return Some(serde_json::from_str(&data).context("an event is not JSON"));
+            }
+            if let Some(value) = line.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(value.strip_prefix(' ').unwrap_or(value));
+            }
         }
     }
 }

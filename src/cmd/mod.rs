@@ -3,6 +3,7 @@
 mod attach;
 mod logs;
 mod ls;
+mod run;
 mod start;
 mod stop;
 mod url;
@@ -19,6 +20,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Start(args) => start::run(&home, args),
         Command::Ls(args) => ls::run(&home, args),
+        Command::Run(args) => run::run(&home, args),
         Command::Stop(args) => stop::run(&home, args),
         Command::Logs(args) => logs::run(&home, args),
         Command::Attach(args) => attach::run(&home, args),

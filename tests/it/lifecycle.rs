@@ -18,12 +18,6 @@ fn pid_of(record: &Value) -> u32 {
     record["pid"].as_u64().unwrap() as u32
 }
 
-/// The instance's record including its password.
-fn with_secrets(env: &TestEnv, id: &str) -> Value {
-    let all = env.run(&["ls", "--json", "--show-secrets"]).success().json();
-    all.as_array().unwrap().iter().find(|r| r["id"] == id).cloned().unwrap()
-}
-
 /// Start a prompt on the instance without waiting for the answer; returns the session id.
 fn prompt_async(record: &Value, text: &str) -> String {
     let agent = http(Duration::from_secs(30));
@@ -93,7 +87,7 @@ fn start_ls_auth_stop() {
     let record_path = env.ocx_home.join(format!("instances/{id}.json"));
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&record_path).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
-    let record = with_secrets(&env, id);
+    let record = env.secrets(id);
     let agent = http(Duration::from_secs(10));
     let health = format!("http://127.0.0.1:{port}/global/health");
     assert_eq!(agent.get(&health).header("Authorization", basic_auth(&record)).call().unwrap().status(), 200);
@@ -164,7 +158,7 @@ fn stop_ends_the_agents_shell_commands_too() {
     let env = TestEnv::new();
     let started = env.start(&[]);
     let id = started["id"].as_str().unwrap();
-    prompt_async(&with_secrets(&env, id), "RUN:sleep 777");
+    prompt_async(&env.secrets(id), "RUN:sleep 777");
     let sleeper = wait_for("the agent's `sleep 777`", Duration::from_secs(60), || {
         env.marked().into_iter().find(|(pid, i)| i == id && cmdline(*pid).contains("sleep 777")).map(|(pid, _)| pid)
     });
@@ -328,7 +322,7 @@ fn ls_all_shows_servers_ocx_does_not_manage() {
 fn attach_passes_credentials_through_the_environment() {
     let env = TestEnv::new();
     let started = env.start(&["--name", "tui"]);
-    let password = with_secrets(&env, started["id"].as_str().unwrap())["password"].as_str().unwrap().to_string();
+    let password = env.secrets(started["id"].as_str().unwrap())["password"].as_str().unwrap().to_string();
     let out = env.root.path().join("attach.out");
     let fake = env.fake_binary(
         "fake-opencode",

@@ -6,6 +6,7 @@
 #[path = "../../src/base64.rs"]
 mod base64;
 pub mod fake_model;
+pub mod proxy;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -212,6 +213,21 @@ impl TestEnv {
     #[track_caller]
     pub fn ls(&self) -> Vec<Value> {
         self.run(&["ls", "--json"]).success().json().as_array().unwrap().clone()
+    }
+
+    /// The instance's record as `ls --json --show-secrets` shows it (with the password).
+    #[track_caller]
+    pub fn secrets(&self, id: &str) -> Value {
+        let all = self.run(&["ls", "--json", "--show-secrets"]).success().json();
+        all.as_array().unwrap().iter().find(|r| r["id"] == id).cloned().unwrap_or_else(|| panic!("no record {id}"))
+    }
+
+    /// Rewrite an instance's record (keeping it private), e.g. to point its URL elsewhere.
+    pub fn edit_record(&self, id: &str, edit: impl FnOnce(&mut Value)) {
+        let path = self.ocx_home.join(format!("instances/{id}.json"));
+        let mut record: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        edit(&mut record);
+        std::fs::write(&path, record.to_string()).unwrap();
     }
 
     /// Live processes carrying this test's home marker (any instance), as (pid, instance id).

@@ -1,0 +1,194 @@
+//! `ocx run` against a real opencode server and the fake model.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::proxy::Proxy;
+use crate::support::{Run, TestEnv, basic_auth, finish, http, is_gone, wait_for};
+
+/// The session id `ocx run` reports on stderr.
+fn session_of(run: &Run) -> String {
+    run.stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("session: "))
+        .unwrap_or_else(|| panic!("no session line in stderr:\n{}", run.stderr))
+        .to_string()
+}
+
+/// Whether the server still works on the session.
+fn is_busy(record: &Value, session: &str) -> bool {
+    let url = format!("{}/session/status", record["url"].as_str().unwrap());
+    let status: Value = http(Duration::from_secs(10))
+        .get(&url)
+        .header("Authorization", basic_auth(record))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_json()
+        .unwrap();
+    status.get(session).is_some()
+}
+
+/// `ocx run ARGS` in the background, output piped.
+fn spawn_run(env: &TestEnv, args: &[&str]) -> std::process::Child {
+    env.ocx().arg("run").args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+fn model_saw(env: &TestEnv, needle: &str) -> bool {
+    env.model.requests().iter().any(|r| r.to_string().contains(needle))
+}
+
+#[test]
+fn the_answer_streams_back_as_text_and_as_json_lines() {
+    let env = TestEnv::new();
+    let id = env.start(&[])["id"].as_str().unwrap().to_string();
+
+    let run = env.run(&["run", &id, "hello", "streaming", "31337"]);
+    run.success();
+    assert_eq!(run.stdout, "echo: hello streaming 31337\n");
+    assert!(session_of(&run).starts_with("ses_"));
+
+    let run = env.run(&["run", &id, "json please", "--format", "json"]);
+    run.success();
+    let lines: Vec<Value> = run.stdout.lines().map(|l| serde_json::from_str(l).expect("each line is JSON")).collect();
+    let types: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["step_start", "text", "step_finish"], "{}", run.stdout);
+    for (line, raw) in lines.iter().zip(run.stdout.lines()) {
+        assert!(raw.starts_with("{\"type\":"), "type comes first, as opencode prints it: {raw}");
+        assert!(line["timestamp"].as_u64().unwrap() > 0);
+        assert_eq!(line["sessionID"], session_of(&run));
+    }
+    assert_eq!(lines[1]["part"]["text"], "echo: json please");
+
+    // A tool call: one line on stderr in text mode, a tool_use line in JSON.
+    let run = env.run(&["run", &id, "RUN:echo tool-ran-77"]);
+    run.success().stderr_has("tool bash: echo tool-ran-77 (completed)");
+    assert_eq!(run.stdout, "tool finished\n");
+    let run = env.run(&["run", &id, "RUN:echo tool-ran-78", "--format", "json"]);
+    let tool = run
+        .success()
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|l| l["type"] == "tool_use");
+    let tool = tool.unwrap_or_else(|| panic!("no tool_use line:\n{}", run.stdout));
+    assert_eq!(tool["part"]["tool"], "bash");
+    assert!(tool["part"]["state"]["output"].as_str().unwrap().contains("tool-ran-78"));
+}
+
+#[test]
+fn sessions_are_continued_by_id_or_latest() {
+    let env = TestEnv::new();
+    let id = env.start(&["--name", "chat"])["id"].as_str().unwrap().to_string();
+    let first = session_of(env.run(&["run", "chat", "first turn alpha"]).success());
+    let second = env.run(&["run", "chat", "second turn beta", "--session", &first]);
+    assert_eq!(session_of(second.success()), first);
+    let last = env.model.requests().into_iter().rev().find(|r| r.to_string().contains("second turn beta")).unwrap();
+    assert!(last["messages"].to_string().contains("first turn alpha"), "the model sees the earlier turn");
+
+    let newer = session_of(env.run(&["run", &id, "third turn gamma"]).success());
+    assert_ne!(newer, first);
+    let continued = env.run(&["run", &id, "fourth turn delta", "--continue"]);
+    assert_eq!(session_of(continued.success()), newer);
+
+    env.run(&["run", &id, "x", "--session", "ses_nope"]).code(1).stderr_has("has no session ses_nope");
+}
+
+#[test]
+fn the_prompt_can_come_from_stdin() {
+    let env = TestEnv::new();
+    let id = env.start(&[])["id"].as_str().unwrap().to_string();
+    for args in [vec!["run", id.as_str(), "-"], vec!["run"]] {
+        let mut child =
+            env.ocx().args(&args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(b"from stdin 42\n").unwrap();
+        let run = finish(child, "ocx run from stdin");
+        assert_eq!(run.success().stdout, "echo: from stdin 42\n");
+    }
+    // stdin is empty (not a terminal): no prompt is a usage error.
+    env.run(&["run", &id]).code(2).stderr_has("no prompt");
+}
+
+#[test]
+fn a_failing_model_is_reported_with_its_retries() {
+    let env = TestEnv::new();
+    let started = env.start(&[]);
+    let id = started["id"].as_str().unwrap().to_string();
+    let record = env.secrets(&id);
+
+    let run = env.run(&["run", &id, "FAIL at once", "--retries", "0"]);
+    run.code(1).stderr_has("the model failed: the fake model failed on purpose");
+    assert!(!run.stderr.contains("retry 1"), "{}", run.stderr);
+    assert!(!is_busy(&record, &session_of(&run)), "the session was aborted");
+
+    let run = env.run(&["run", &id, "FAIL after a retry", "--retries", "1"]);
+    run.code(1).stderr_has("retry 1: ").stderr_has("the model failed");
+    assert!(!is_busy(&record, &session_of(&run)));
+}
+
+#[test]
+fn timeout_aborts_the_prompt_on_the_server() {
+    let env = TestEnv::new();
+    let id = env.start(&[])["id"].as_str().unwrap().to_string();
+    let run = env.run(&["run", &id, "SLOW answer", "--timeout", "1"]);
+    run.code(4).stderr_has("timed out");
+    let record = env.secrets(&id);
+    let session = session_of(&run);
+    wait_for("the session to be idle", Duration::from_secs(10), || (!is_busy(&record, &session)).then_some(()));
+}
+
+#[test]
+fn ctrl_c_aborts_the_prompt_and_exits_130() {
+    let env = TestEnv::new();
+    let id = env.start(&[])["id"].as_str().unwrap().to_string();
+    let child = spawn_run(&env, &[&id, "SLOW to interrupt"]);
+    wait_for("the model to be asked", Duration::from_secs(30), || model_saw(&env, "SLOW to interrupt").then_some(()));
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let run = finish(child, "ocx run");
+    run.code(130).stderr_has("interrupted");
+    let record = env.secrets(&id);
+    let session = session_of(&run);
+    wait_for("the session to be idle", Duration::from_secs(10), || (!is_busy(&record, &session)).then_some(()));
+}
+
+#[test]
+fn an_instance_that_is_not_running_is_refused_with_a_hint() {
+    let env = TestEnv::new();
+    let started = env.start(&[]);
+    let pid = started["pid"].as_u64().unwrap() as u32;
+    Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
+    wait_for("the server to die", Duration::from_secs(10), || is_gone(pid).then_some(()));
+    env.run(&["run", started["id"].as_str().unwrap(), "anyone there?"])
+        .code(1)
+        .stderr_has("is not running")
+        .stderr_has("ocx start");
+    env.run(&["run", "nobody", "x"]).code(3);
+}
+
+#[test]
+fn a_server_killed_mid_answer_is_a_clear_error() {
+    let env = TestEnv::new();
+    let started = env.start(&[]);
+    let id = started["id"].as_str().unwrap().to_string();
+    let child = spawn_run(&env, &[&id, "SLOW until killed"]);
+    wait_for("the model to be asked", Duration::from_secs(30), || model_saw(&env, "SLOW until killed").then_some(()));
+    Command::new("kill").args(["-KILL", &started["pid"].as_u64().unwrap().to_string()]).status().unwrap();
+    finish(child, "ocx run").code(1).stderr_has("died while answering");
+}
+
+#[test]
+fn a_dropped_event_stream_still_gives_the_whole_answer() {
+    let env = TestEnv::new();
+    let started = env.start(&[]);
+    let id = started["id"].as_str().unwrap().to_string();
+    let proxy = Proxy::start(started["port"].as_u64().unwrap() as u16, "tick 3");
+    env.edit_record(&id, |r| r["url"] = format!("http://127.0.0.1:{}", proxy.port).into());
+    let run = env.run(&["run", &id, "SLOW through a flaky proxy"]);
+    run.success();
+    assert!(proxy.cut.load(std::sync::atomic::Ordering::SeqCst), "the proxy cut the event stream");
+    let expected: String = (0..40).map(|i| format!("tick {i} ")).collect();
+    assert_eq!(run.stdout, format!("{expected}\n"));
+}
