@@ -40,6 +40,7 @@ pub enum Command {
     Logs(LogsArgs),
     Attach(AttachArgs),
     Url(UrlArgs),
+    Gc(GcArgs),
 }
 
 /// Start opencode servers in the background and wait until they are healthy
@@ -184,6 +185,29 @@ pub struct RunArgs {
     /// Give up after the server retried a failing model this many times [default: let it retry]
     #[arg(long, value_name = "N")]
     pub retries: Option<u32>,
+}
+
+/// Clean up what crashes and killed servers left behind
+///
+/// Removes records whose server is gone (or whose PID now belongs to another process, which is
+/// never signalled); finishes starts and stops that no ocx is working on anymore (the ocx doing
+/// them was killed); ends processes that carry an ocx marker but whose instance has no record
+/// (an agent's shell command that outlived its server); reports ports of gone instances that are
+/// still bound ("ghost ports"); removes temp files of interrupted writes; moves unreadable
+/// records aside to <file>.corrupt. Nothing without the marker is ever touched.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Say what would be done, change nothing
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+
+    /// Also delete the logs of instances that no longer exist
+    #[arg(long)]
+    pub logs: bool,
+
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// How `ocx run` prints the answer.

@@ -54,18 +54,35 @@ impl Home {
     }
 
     pub fn log_path(&self, id: &str) -> PathBuf {
-        self.root.join("logs").join(format!("{id}.log"))
+        self.logs_dir().join(format!("{id}.log"))
     }
 
     /// The store-wide lock, for short sections that must see all records at once
     /// (choosing a unique id, name and port; writing or deleting a record).
     pub fn lock_store(&self) -> Result<Lock> {
-        Lock::acquire(&self.root.join("locks").join("store.lock"), "the instance store", STORE_LOCK_TIMEOUT)
+        Lock::acquire(&self.locks_dir().join("store.lock"), "the instance store", STORE_LOCK_TIMEOUT)
     }
 
     /// The lock held while an instance is being started or stopped.
     pub fn lock_instance(&self, id: &str, timeout: Duration) -> Result<Lock> {
         Lock::acquire(&self.instance_lock_path(id), &format!("instance {id}"), timeout)
+    }
+
+    /// The instance's lock if no other ocx holds it right now, else None.
+    pub fn try_lock_instance(&self, id: &str) -> Result<Option<Lock>> {
+        match self.lock_instance(id, Duration::ZERO) {
+            Ok(lock) => Ok(Some(lock)),
+            Err(err) if err.downcast_ref::<Failure>().is_some_and(|f| f.code == code::TIMED_OUT) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    pub fn locks_dir(&self) -> PathBuf {
+        self.root.join("locks")
     }
 
     /// Remove an instance's lock file once its record is gone. Whoever still waits on the old
@@ -75,7 +92,7 @@ impl Home {
     }
 
     fn instance_lock_path(&self, id: &str) -> PathBuf {
-        self.root.join("locks").join(format!("{id}.lock"))
+        self.locks_dir().join(format!("{id}.lock"))
     }
 }
 

@@ -92,6 +92,16 @@ pub struct Invalid {
     pub id: String,
     pub path: PathBuf,
     pub reason: String,
+    /// Readable, but not trusted: another user's, or writable by others (its PID could be
+    /// anyone's). Otherwise it does not parse.
+    pub refused: bool,
+}
+
+impl Invalid {
+    /// `corrupt` or `refused`, as `ls` shows it.
+    pub fn status(&self) -> &'static str {
+        if self.refused { "refused" } else { "corrupt" }
+    }
 }
 
 /// Parse a record file's bytes; `id` is the file's stem, which the record must agree with.
@@ -128,7 +138,7 @@ pub fn list(home: &Home) -> Result<Vec<Entry>> {
         }
         match load_file(&entry.path(), id) {
             Ok(record) => valid.push(record),
-            Err(reason) => invalid.push(Invalid { id: id.to_string(), path: entry.path(), reason }),
+            Err((reason, refused)) => invalid.push(Invalid { id: id.to_string(), path: entry.path(), reason, refused }),
         }
     }
     valid.sort_by(|a: &Record, b| (&a.started_at, &a.id).cmp(&(&b.started_at, &b.id)));
@@ -147,13 +157,14 @@ pub fn valid(entries: &[Entry]) -> Vec<Record> {
         .collect()
 }
 
-fn load_file(path: &Path, id: &str) -> Result<Record, String> {
-    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+/// A record file's content, or why not (and whether it was refused rather than unreadable).
+fn load_file(path: &Path, id: &str) -> Result<Record, (String, bool)> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| (format!("cannot read: {e}"), false))?;
     if !meta.is_file() || !process::is_trusted(&meta) {
-        return Err("refused: not a regular file of this user, or writable by others".into());
+        return Err(("refused: not a regular file of this user, or writable by others".into(), true));
     }
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    parse(&bytes, id)
+    let bytes = std::fs::read(path).map_err(|e| (format!("cannot read: {e}"), false))?;
+    parse(&bytes, id).map_err(|reason| (reason, false))
 }
 
 /// Load one record; None if it does not exist.
@@ -162,7 +173,7 @@ pub fn load(home: &Home, id: &str) -> Result<Option<Record>> {
     if !path.exists() {
         return Ok(None);
     }
-    load_file(&path, id).map(Some).map_err(|reason| anyhow!("record {}: {reason}", path.display()))
+    load_file(&path, id).map(Some).map_err(|(reason, _)| anyhow!("record {}: {reason}", path.display()))
 }
 
 /// Write a record atomically. The caller holds the store lock.
@@ -404,6 +415,56 @@ pub(crate) mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, vec!["race01.json".to_string()]);
+    }
+
+    /// A bounded fuzz of the parser: random bytes, and the fixture with bytes flipped, cut,
+    /// duplicated or spliced with JSON tokens. Parsing may fail; it must never panic.
+    #[test]
+    fn parser_never_panics_on_arbitrary_input() {
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let tokens: [&[u8]; 12] = [
+            b"{",
+            b"}",
+            b"[",
+            b"]",
+            b"\"",
+            b":",
+            b",",
+            b"null",
+            b"-1",
+            b"1e999",
+            b"\"\\u0000\"",
+            b"18446744073709551616",
+        ];
+        let fixture = FIXTURE.as_bytes();
+        for round in 0..20_000 {
+            let input: Vec<u8> = if round % 4 == 0 {
+                (0..next() % 256).map(|_| next() as u8).collect()
+            } else {
+                let mut bytes = fixture.to_vec();
+                for _ in 0..1 + next() % 4 {
+                    let at = (next() as usize) % (bytes.len() + 1);
+                    match next() % 4 {
+                        0 if at < bytes.len() => bytes[at] = next() as u8,
+                        1 => bytes.truncate(at),
+                        2 => bytes.splice(at..at, tokens[(next() % 12) as usize].iter().copied()).for_each(drop),
+                        _ => {
+                            let end = (at + (next() as usize) % 32).min(bytes.len());
+                            let copy = bytes[at..end].to_vec();
+                            bytes.splice(at..at, copy).for_each(drop);
+                        }
+                    }
+                }
+                bytes
+            };
+            let _ = parse(&input, "k3f9a2");
+        }
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub fn run(home: &Home, args: LsArgs) -> Result<()> {
                 doc
             })
             .collect();
-        docs.extend(invalid.map(|i| json!({"id": i.id, "status": "corrupt", "path": i.path, "error": i.reason})));
+        docs.extend(invalid.map(|i| json!({"id": i.id, "status": i.status(), "path": i.path, "error": i.reason})));
         docs.extend(unmanaged.iter().map(
             |u| json!({"status": "unmanaged", "pid": u.pid, "port": u.port, "url": u.url(), "command": u.command}),
         ));
@@ -87,7 +87,7 @@ pub fn run(home: &Home, args: LsArgs) -> Result<()> {
         table.add_row(vec![
             comfy_table::Cell::new(&i.id),
             comfy_table::Cell::new("-"),
-            output::colored("corrupt", Color::Red),
+            output::colored(i.status(), Color::Red),
             comfy_table::Cell::new("-"),
             comfy_table::Cell::new("-"),
             comfy_table::Cell::new("-"),
@@ -110,6 +110,16 @@ pub fn run(home: &Home, args: LsArgs) -> Result<()> {
         ]);
     }
     output::print_table(&mut table)?;
+    for refused in entries.iter().filter_map(|e| match e {
+        Entry::Invalid(i) if i.refused => Some(i),
+        _ => None,
+    }) {
+        eprintln!("warning: refusing {}: owned by another user or writable by others", refused.path.display());
+    }
+    let stale = observed.iter().filter(|o| o.status == "dead").count() + entries.len() - records.len();
+    if stale > 0 {
+        eprintln!("hint: {stale} record(s) are dead, corrupt or refused; `ocx gc` cleans them up");
+    }
     Ok(())
 }
 

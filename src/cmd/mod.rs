@@ -1,6 +1,7 @@
 //! One module per subcommand, and the dispatch between them.
 
 mod attach;
+mod gc;
 mod logs;
 mod ls;
 mod run;
@@ -9,6 +10,7 @@ mod stop;
 mod url;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use anyhow::Result;
 
@@ -25,6 +27,19 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Logs(args) => logs::run(&home, args),
         Command::Attach(args) => attach::run(&home, args),
         Command::Url(args) => url::run(&home, args),
+        Command::Gc(args) => gc::run(&home, args),
+    }
+}
+
+/// A test hook: with `OCX_TEST_PAUSE_AT=<point>` in the environment, ocx stops here for good
+/// (after saying `ocx: paused at <point>` on stderr), so a test can SIGKILL it at exactly this
+/// point and check what a crash there leaves behind.
+pub fn pause_point(point: &str) {
+    if std::env::var_os("OCX_TEST_PAUSE_AT").is_some_and(|p| p == point) {
+        eprintln!("ocx: paused at {point}");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
     }
 }
 

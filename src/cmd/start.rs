@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 
 use crate::cli::StartArgs;
-use crate::cmd::{parallel_map, stop};
+use crate::cmd::{parallel_map, pause_point, stop};
 use crate::error::{self, Failure, code};
 use crate::home::Home;
 use crate::output;
@@ -252,6 +252,7 @@ fn start_one(home: &Home, plan: &Plan, name: Option<String>) -> Result<Started> 
         };
         (Launch::spawn(home, plan, &id, name.clone(), port)?, lock)
     };
+    pause_point("start:waiting");
 
     let mut tries = 1;
     loop {
@@ -398,10 +399,12 @@ impl Launch {
             None => cmd.env_remove(PASSWORD_VAR),
         };
         process::detach(&mut cmd);
+        pause_point("start:before-spawn");
         let mut child = cmd.spawn().with_context(|| format!("cannot run {}", plan.binary.display()))?;
         let pid = child.id();
         // A server that already exited has no start time; the wait below reports its exit.
         let pid_started_at = Processes::of(&[pid])?.get(pid).map_or(0, |p| p.start_time);
+        pause_point("start:after-spawn");
         let record = Record {
             schema: record::SCHEMA,
             id: id.to_string(),

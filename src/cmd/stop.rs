@@ -10,7 +10,7 @@ use anyhow::{Result, anyhow};
 use serde::Serialize;
 
 use crate::cli::StopArgs;
-use crate::cmd::parallel_map;
+use crate::cmd::{parallel_map, pause_point};
 use crate::error::{Failure, code};
 use crate::home::Home;
 use crate::output;
@@ -130,6 +130,7 @@ fn stop_locked(home: &Home, record: &Record, grace: Duration, outcome: &mut Outc
         record.state = State::Stopping;
         record::save(home, &record)?;
     }
+    pause_point("stop:stopping");
 
     match vouch(home, &record)? {
         Vouch::Ours(server) => {

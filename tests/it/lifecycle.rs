@@ -19,7 +19,7 @@ fn pid_of(record: &Value) -> u32 {
 }
 
 /// Start a prompt on the instance without waiting for the answer; returns the session id.
-fn prompt_async(record: &Value, text: &str) -> String {
+pub fn prompt_async(record: &Value, text: &str) -> String {
     let agent = http(Duration::from_secs(30));
     let url = record["url"].as_str().unwrap();
     let auth = basic_auth(record);

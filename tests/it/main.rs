@@ -4,6 +4,7 @@
 mod support;
 
 mod basics;
+mod gc;
 mod lifecycle;
 mod run;
 mod smoke;
