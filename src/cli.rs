@@ -9,10 +9,12 @@ const EXAMPLES: &str = "\
 Examples:
   ocx start --name api            start a server for the current directory
   ocx ls                          every instance with its observed status
+  ocx run api \"explain main.rs\"  send a prompt, stream the answer
   ocx url api --with-credentials  the URL for curl and other clients
   ocx logs api -f                 follow the server's log
   ocx stop api                    stop it: TERM, then KILL after the grace period
-  ocx stop --all                  stop every instance, in parallel";
+  ocx stop --all                  stop every instance, in parallel
+  ocx gc                          clean up after crashes and killed servers";
 
 /// Run OpenCode servers in the background: start, list, prompt, stop and clean up.
 ///
@@ -41,6 +43,9 @@ pub enum Command {
     Attach(AttachArgs),
     Url(UrlArgs),
     Gc(GcArgs),
+    Completions(CompletionsArgs),
+    #[command(hide = true)]
+    Man(ManArgs),
 }
 
 /// Start opencode servers in the background and wait until they are healthy
@@ -142,9 +147,15 @@ Examples:
   git diff | ocx run api - --title review      the prompt from stdin
   ocx run api \"fix it\" --format json | jq     JSON lines, as `opencode run --format json`")]
 pub struct RunArgs {
-    /// The instance (optional when exactly one is running), then the prompt's words
-    #[arg(value_name = "[INSTANCE] PROMPT")]
-    pub words: Vec<String>,
+    /// The instance: id, name or unique id prefix (optional when exactly one is running; a
+    /// first word that names no instance is the prompt's)
+    // Explicit indices: the completer is attached with `mut_arg`, which re-inserts the argument.
+    #[arg(index = 1)]
+    pub instance: Option<String>,
+
+    /// The prompt's words; `-` reads it from stdin
+    #[arg(index = 2)]
+    pub prompt: Vec<String>,
 
     /// Continue this session instead of starting a new one
     #[arg(long, short, value_name = "ID", conflicts_with = "continue_")]
@@ -170,7 +181,7 @@ pub struct RunArgs {
     #[arg(long = "file", short = 'f', value_name = "PATH", value_hint = ValueHint::FilePath)]
     pub files: Vec<PathBuf>,
 
-    /// text: the answer as it streams; json: one JSON object per line
+    /// How to print the answer
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 
@@ -210,10 +221,45 @@ pub struct GcArgs {
     pub json: bool,
 }
 
+/// Print the shell completion script
+///
+/// The script asks ocx itself what to complete, so `ocx stop <TAB>` offers the instances that
+/// exist right now. Load it from your shell's startup file:
+///
+///   bash:       source <(ocx completions bash)           (~/.bashrc)
+///   zsh:        source <(ocx completions zsh)            (~/.zshrc)
+///   fish:       ocx completions fish | source            (~/.config/fish/config.fish)
+///   PowerShell: ocx completions powershell | Out-String | Invoke-Expression   ($PROFILE)
+///   elvish:     eval (ocx completions elvish | slurp)    (~/.config/elvish/rc.elv)
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct CompletionsArgs {
+    /// The shell to print the script for
+    pub shell: Shell,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+    Powershell,
+    Elvish,
+}
+
+/// Write the man pages (ocx.1, ocx-start.1, …) into a directory
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    #[arg(value_hint = ValueHint::DirPath)]
+    pub dir: PathBuf,
+}
+
 /// How `ocx run` prints the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
+    /// The answer's text as it streams, tool calls on stderr
     Text,
+    /// One JSON object per line, as `opencode run --format json` prints them
     Json,
 }
 

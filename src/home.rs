@@ -24,14 +24,7 @@ impl Home {
     /// Open (creating, mode 0700) the home: `explicit` (from `--home` or `$OCX_HOME`), else
     /// the platform's state directory + `ocx`.
     pub fn open(explicit: Option<&Path>) -> Result<Home> {
-        let root = match explicit.filter(|p| !p.as_os_str().is_empty()) {
-            Some(p) => p.to_path_buf(),
-            None => dirs::state_dir()
-                .or_else(dirs::data_local_dir)
-                .context("cannot tell where to keep state on this system; set OCX_HOME")?
-                .join("ocx"),
-        };
-        let root = std::path::absolute(&root).with_context(|| format!("invalid home {}", root.display()))?;
+        let root = root_path(explicit)?;
         for dir in [root.clone(), root.join("instances"), root.join("logs"), root.join("locks")] {
             process::create_private_dir_all(&dir)
                 .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
@@ -39,6 +32,12 @@ impl Home {
         // One spelling of the path, so the OCX_HOME marker compares equal across invocations.
         let root = root.canonicalize().with_context(|| format!("cannot resolve {}", root.display()))?;
         Ok(Home { root })
+    }
+
+    /// The home if it exists, without creating anything (for shell completion).
+    pub fn existing(explicit: Option<&Path>) -> Option<Home> {
+        let root = root_path(explicit).ok()?.canonicalize().ok()?;
+        root.join("instances").is_dir().then_some(Home { root })
     }
 
     pub fn root(&self) -> &Path {
@@ -94,6 +93,18 @@ impl Home {
     fn instance_lock_path(&self, id: &str) -> PathBuf {
         self.locks_dir().join(format!("{id}.lock"))
     }
+}
+
+/// `explicit` if given and not empty, else the platform's state directory + `ocx`; absolute.
+fn root_path(explicit: Option<&Path>) -> Result<PathBuf> {
+    let root = match explicit.filter(|p| !p.as_os_str().is_empty()) {
+        Some(p) => p.to_path_buf(),
+        None => dirs::state_dir()
+            .or_else(dirs::data_local_dir)
+            .context("cannot tell where to keep state on this system; set OCX_HOME")?
+            .join("ocx"),
+    };
+    std::path::absolute(&root).with_context(|| format!("invalid home {}", root.display()))
 }
 
 /// An exclusive advisory lock, released when dropped (or when the process dies).

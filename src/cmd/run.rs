@@ -28,7 +28,8 @@ const SETTLE: Duration = Duration::from_secs(5);
 
 pub fn run(home: &Home, args: RunArgs) -> Result<()> {
     let records = record::valid(&record::list(home)?);
-    let (record, words) = split_instance(&records, &args.words)?;
+    let words: Vec<String> = args.instance.iter().chain(&args.prompt).cloned().collect();
+    let (record, words) = split_instance(&records, &words)?;
     let prompt = read_prompt(&words)?;
     let record = record.clone();
     let directory = match &args.dir {

@@ -4,6 +4,7 @@
 mod support;
 
 mod basics;
+mod completions;
 mod gc;
 mod lifecycle;
 mod run;

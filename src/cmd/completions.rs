@@ -1,0 +1,82 @@
+//! `ocx completions`: shell scripts that ask ocx itself what to complete, and the completers
+//! behind them. Instance completion reads the records only: no health checks, no network, and
+//! no error ever reaches the user's prompt.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::CommandFactory;
+use clap_complete::engine::{ArgValueCandidates, CompletionCandidate};
+use clap_complete::env::Shells;
+
+use crate::cli::{Cli, CompletionsArgs, Shell};
+use crate::home::Home;
+use crate::record::{self, Entry};
+
+/// The environment variable the scripts set when they ask ocx for candidates.
+const VAR: &str = "COMPLETE";
+
+/// If the shell is asking for candidates (the scripts set `COMPLETE`), answer and exit.
+pub fn answer_if_asked() {
+    clap_complete::CompleteEnv::with_factory(command).var(VAR).complete();
+}
+
+/// The command line, with completers on every argument that names an instance.
+fn command() -> clap::Command {
+    let instances = || ArgValueCandidates::new(instance_candidates);
+    Cli::command()
+        .mut_subcommand("stop", |c| c.mut_arg("instances", |a| a.add(instances())))
+        .mut_subcommand("logs", |c| c.mut_arg("instance", |a| a.add(instances())))
+        .mut_subcommand("attach", |c| c.mut_arg("instance", |a| a.add(instances())))
+        .mut_subcommand("url", |c| c.mut_arg("instance", |a| a.add(instances())))
+        .mut_subcommand("run", |c| c.mut_arg("instance", |a| a.add(instances())))
+}
+
+pub fn run(args: CompletionsArgs) -> Result<()> {
+    let name = match args.shell {
+        Shell::Bash => "bash",
+        Shell::Zsh => "zsh",
+        Shell::Fish => "fish",
+        Shell::Powershell => "powershell",
+        Shell::Elvish => "elvish",
+    };
+    let shells = Shells::builtins();
+    let shell = shells.completer(name).context("clap_complete does not know this shell")?;
+    let mut script = Vec::new();
+    // The script calls `ocx` from PATH: it stays valid when ocx is reinstalled elsewhere.
+    shell.write_registration(VAR, "ocx", "ocx", "ocx", &mut script)?;
+    std::io::stdout().lock().write_all(&script)?;
+    Ok(())
+}
+
+/// The ids and names of the instances recorded now, described by their recorded state and
+/// directory (the engine keeps those that match what was typed).
+fn instance_candidates() -> Vec<CompletionCandidate> {
+    let explicit = std::env::var_os("OCX_HOME").map(PathBuf::from);
+    let Some(home) = Home::existing(explicit.as_deref()) else { return Vec::new() };
+    let Ok(entries) = record::list(&home) else { return Vec::new() };
+    let mut candidates = Vec::new();
+    for entry in &entries {
+        let Entry::Valid(r) = entry else { continue };
+        let state = serde_json::to_value(r.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let about = format!("{state}, {}", r.dir.display());
+        candidates.push(CompletionCandidate::new(&r.id).help(Some(about.clone().into())));
+        if let Some(name) = &r.name {
+            candidates.push(CompletionCandidate::new(name).help(Some(format!("{}, {about}", r.id).into())));
+        }
+    }
+    candidates
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks, on the command line as parsed and as completed (attaching
+    /// completers re-inserts arguments, which once reordered `run`'s positionals).
+    #[test]
+    fn command_lines_are_consistent() {
+        use clap::CommandFactory;
+        crate::cli::Cli::command().debug_assert();
+        super::command().debug_assert();
+    }
+}
