@@ -56,13 +56,15 @@ impl Home {
         self.logs_dir().join(format!("{id}.log"))
     }
 
-    /// The store-wide lock, for short sections that must see all records at once
-    /// (choosing a unique id, name and port; writing or deleting a record).
+    /// The store-wide lock, for short sections that must see all records at once: choosing a
+    /// unique id, name and port and creating the record; gc's survey and moving files aside.
+    /// Updating or deleting an existing record needs only that instance's lock.
     pub fn lock_store(&self) -> Result<Lock> {
         Lock::acquire(&self.locks_dir().join("store.lock"), "the instance store", STORE_LOCK_TIMEOUT)
     }
 
-    /// The lock held while an instance is being started or stopped.
+    /// The lock held while an instance is being started or stopped, and for any write to its
+    /// record after it was created.
     pub fn lock_instance(&self, id: &str, timeout: Duration) -> Result<Lock> {
         Lock::acquire(&self.instance_lock_path(id), &format!("instance {id}"), timeout)
     }

@@ -176,14 +176,15 @@ pub fn load(home: &Home, id: &str) -> Result<Option<Record>> {
     load_file(&path, id).map(Some).map_err(|(reason, _)| anyhow!("record {}: {reason}", path.display()))
 }
 
-/// Write a record atomically. The caller holds the store lock.
+/// Write a record atomically. The caller holds the store lock (a new record) or the instance's
+/// lock (an existing one).
 pub fn save(home: &Home, record: &Record) -> Result<()> {
     let mut bytes = serde_json::to_vec_pretty(record).context("cannot serialise the record")?;
     bytes.push(b'\n');
     home::write_atomic(&home.record_path(&record.id), &bytes)
 }
 
-/// Delete a record (the log stays). The caller holds the store lock.
+/// Delete a record (the log stays). The caller holds the instance's lock.
 pub fn delete(home: &Home, id: &str) -> Result<()> {
     let path = home.record_path(id);
     match std::fs::remove_file(&path) {

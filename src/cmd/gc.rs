@@ -166,7 +166,7 @@ fn survey(home: &Home, dry_run: bool, report: &mut Report) -> Result<Survey> {
     }
 
     let records = record::valid(&entries);
-    let table = Processes::all()?;
+    let table = Processes::with_markers()?;
     let mut stale = Vec::new();
     let mut kept = Vec::new();
     for record in records.iter() {

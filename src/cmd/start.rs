@@ -261,7 +261,6 @@ fn start_one(home: &Home, plan: &Plan, name: Option<String>) -> Result<Started> 
             Wait::Ready(version) => {
                 launch.record.state = State::Running;
                 launch.record.opencode.version = version;
-                let _store = home.lock_store()?;
                 record::save(home, &launch.record)?;
                 return Ok(Started { record: launch.record, took: began.elapsed() });
             }
@@ -503,9 +502,7 @@ impl Launch {
     fn abandon(mut self, home: &Home) {
         end_child(&mut self.child);
         stop::end_marked(home, &self.record.id);
-        if let Ok(_store) = home.lock_store() {
-            let _ = record::delete(home, &self.record.id);
-        }
+        let _ = record::delete(home, &self.record.id);
         home.remove_instance_lock(&self.record.id);
     }
 }

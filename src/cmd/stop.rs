@@ -125,11 +125,9 @@ fn stop_locked(home: &Home, record: &Record, grace: Duration, outcome: &mut Outc
         outcome.port_free = true;
         return Ok(());
     };
-    {
-        let _store = home.lock_store()?;
-        record.state = State::Stopping;
-        record::save(home, &record)?;
-    }
+    // The instance's lock makes this write exclusive; the store lock is only for creating records.
+    record.state = State::Stopping;
+    record::save(home, &record)?;
     pause_point("stop:stopping");
 
     match vouch(home, &record)? {
@@ -147,10 +145,7 @@ fn stop_locked(home: &Home, record: &Record, grace: Duration, outcome: &mut Outc
     }
     outcome.orphans_ended = end_marked(home, &record.id);
     (outcome.port_free, outcome.port_owner) = port_after_stop(&record);
-    {
-        let _store = home.lock_store()?;
-        record::delete(home, &record.id)?;
-    }
+    record::delete(home, &record.id)?;
     home.remove_instance_lock(&record.id);
     Ok(())
 }
@@ -165,10 +160,7 @@ enum Vouch {
 }
 
 fn vouch(home: &Home, record: &Record) -> Result<Vouch> {
-    if Processes::of(&[record.pid])?.same(record.pid, record.pid_started_at).is_none() {
-        return Ok(Vouch::Gone);
-    }
-    let table = Processes::all()?;
+    let table = Processes::of_with_environ(&[record.pid])?;
     let Some(server) = table.same(record.pid, record.pid_started_at) else { return Ok(Vouch::Gone) };
     let marked = table.marked(home.root()).iter().any(|m| m.proc.pid == server.pid && m.instance == record.id);
     Ok(if marked { Vouch::Ours(server) } else { Vouch::Unproven })
@@ -195,7 +187,7 @@ fn end_process(proc: &Proc, grace: Duration) -> Result<&'static str> {
 /// agent's shell commands, which run in sessions of their own and outlive the server.
 /// Returns how many there were.
 pub fn end_marked(home: &Home, id: &str) -> usize {
-    let Ok(table) = Processes::all() else { return 0 };
+    let Ok(table) = Processes::with_markers() else { return 0 };
     let procs: Vec<Proc> = table.marked(home.root()).into_iter().filter(|m| m.instance == id).map(|m| m.proc).collect();
     end_all(&procs);
     procs.len()

@@ -72,7 +72,20 @@ impl Processes {
         Self::refresh(ProcessesToUpdate::Some(&pids), kind)
     }
 
-    /// Every process with its environment and command line: for marker scans.
+    /// Just these PIDs with their environment: enough to check their markers.
+    pub fn of_with_environ(pids: &[u32]) -> Result<Self> {
+        let pids: Vec<Pid> = pids.iter().map(|&p| Pid::from_u32(p)).collect();
+        let kind = ProcessRefreshKind::nothing().without_tasks().with_environ(UpdateKind::Always);
+        Self::refresh(ProcessesToUpdate::Some(&pids), kind)
+    }
+
+    /// Every process with its environment only: for marker scans (`marked`).
+    pub fn with_markers() -> Result<Self> {
+        let kind = ProcessRefreshKind::nothing().without_tasks().with_environ(UpdateKind::Always);
+        Self::refresh(ProcessesToUpdate::All, kind)
+    }
+
+    /// Every process with its environment, command line, user and memory: for `ls --all`.
     pub fn all() -> Result<Self> {
         let kind = ProcessRefreshKind::nothing()
             .without_tasks()
@@ -89,10 +102,15 @@ impl Processes {
         Ok(Processes { sys })
     }
 
-    /// The live process with this PID (zombies count as gone).
+    /// The live process with this PID. A zombie counts as gone once all its threads are.
     pub fn get(&self, pid: u32) -> Option<Proc> {
         let p = self.sys.process(Pid::from_u32(pid))?;
-        if matches!(p.status(), ProcessStatus::Zombie | ProcessStatus::Dead) {
+        let exited = match p.status() {
+            ProcessStatus::Dead => true,
+            ProcessStatus::Zombie => !imp::still_exiting(pid),
+            _ => false,
+        };
+        if exited {
             return None;
         }
         Some(Proc { pid, start_time: p.start_time(), rss: p.memory() })
@@ -104,7 +122,7 @@ impl Processes {
     }
 
     /// Every live process carrying the marker of `home` (all instances), never ocx itself.
-    /// Needs a snapshot from `all()`.
+    /// Needs a snapshot with environments (`with_markers`, `of_with_environ`, `all`).
     pub fn marked(&self, home: &Path) -> Vec<Marked> {
         let me = std::process::id();
         let home_var = format!("{MARKER_HOME}={}", home.display());

@@ -108,6 +108,21 @@ pub fn is_trusted(meta: &Metadata) -> bool {
     meta.uid() == me && meta.mode() & 0o022 == 0
 }
 
+/// Whether a zombie's process is still exiting: on Linux the leader of a multi-threaded process
+/// shows as a zombie as soon as its main thread exits, while its other threads may go on for
+/// seconds (opencode's graceful shutdown). Elsewhere a zombie has exited.
+pub fn still_exiting(pid: u32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| tasks.count() > 1)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        false
+    }
+}
+
 /// Who listens on a TCP port: read from /proc on Linux; unknown elsewhere.
 pub fn port_owner(port: u16) -> Option<PortOwner> {
     #[cfg(target_os = "linux")]

@@ -94,6 +94,11 @@ pub fn is_trusted(_meta: &Metadata) -> bool {
     true
 }
 
+/// Windows has no zombies that still run threads.
+pub fn still_exiting(_pid: u32) -> bool {
+    false
+}
+
 /// Not looked up on Windows yet.
 pub fn port_owner(_port: u16) -> Option<PortOwner> {
     None
