@@ -310,16 +310,18 @@ pub fn marked_processes(home: &Path) -> Vec<(u32, String)> {
     found
 }
 
-/// Whether a PID is gone or a zombie.
+/// Whether a process has exited: its PID is gone, or it is a zombie none of whose threads
+/// still run (the leader of a multi-threaded process is a zombie while its threads exit).
 pub fn is_gone(pid: u32) -> bool {
     !Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid)
 }
 
 fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+    let zombie_leader = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))
-        .unwrap_or(false)
+        .unwrap_or(false);
+    zombie_leader && std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |t| t.count()) <= 1
 }
 
 /// A plain HTTP client for asserting on a server directly; `timeout` bounds each request.
