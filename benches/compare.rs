@@ -263,7 +263,7 @@ fn scale() {
             record["id"] = format!("s{i:05}").into();
             record["name"] = format!("stand-in-{i}").into();
             record["pid"] = child.id().into();
-            record["pid_started_at"] = start_time(child.id()).into();
+            record["pid_started_at"] = support::start_time(child.id()).into();
             record["port"] = port.into();
             record["url"] = format!("http://127.0.0.1:{port}").into();
             let dir = env.ocx_home.join("instances");
@@ -289,22 +289,6 @@ fn scale() {
     for (target, rss) in rss_rows {
         println!("ocx ls peak RSS with {target} records: {:.1} MiB", mib(rss));
     }
-}
-
-/// The start time of a PID as ocx records it (seconds since the epoch).
-fn start_time(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let ticks: u64 = stat.rsplit_once(") ").unwrap().1.split_whitespace().nth(19).unwrap().parse().unwrap();
-    let btime: u64 = std::fs::read_to_string("/proc/stat")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    // SAFETY: sysconf has no preconditions.
-    btime + ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64
 }
 
 /// 4. `ocx start` to healthy vs bare `opencode serve` to its ready line.

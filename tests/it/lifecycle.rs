@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::basics::{save_record, write_record};
-use crate::support::{Guard, TestEnv, basic_auth, finish, http, is_gone, wait_for};
+use crate::support::{Guard, TestEnv, basic_auth, finish, http, is_gone, start_time, wait_for};
 
 fn port_is_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
@@ -45,24 +45,6 @@ fn cmdline(pid: u32) -> String {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
         .unwrap_or_default()
-}
-
-/// The start time of a PID as the OS reports it (seconds since the epoch), as ocx records it.
-fn start_time(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_comm = stat.rsplit_once(") ").unwrap().1;
-    let ticks: u64 = after_comm.split_whitespace().nth(19).unwrap().parse().unwrap();
-    let btime: u64 = std::fs::read_to_string("/proc/stat")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    btime + ticks / hz
 }
 
 #[test]

@@ -310,6 +310,22 @@ pub fn marked_processes(home: &Path) -> Vec<(u32, String)> {
     found
 }
 
+/// The start time of a PID as the OS reports it and ocx records it (seconds since the epoch).
+pub fn start_time(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let ticks: u64 = stat.rsplit_once(") ").unwrap().1.split_whitespace().nth(19).unwrap().parse().unwrap();
+    let btime: u64 = std::fs::read_to_string("/proc/stat")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: sysconf has no preconditions.
+    btime + ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64
+}
+
 /// Whether a process has exited: its PID is gone, or it is a zombie none of whose threads
 /// still run (the leader of a multi-threaded process is a zombie while its threads exit).
 pub fn is_gone(pid: u32) -> bool {
