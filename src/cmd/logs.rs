@@ -14,14 +14,14 @@ use crate::record;
 pub fn run(home: &Home, args: LogsArgs) -> Result<()> {
     let path = log_of(home, args.instance.as_deref())?;
     let mut file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-    let tail = tail(&mut file, args.lines).with_context(|| format!("cannot read {}", path.display()))?;
+    let (tail, mut offset) = tail(&mut file, args.lines).with_context(|| format!("cannot read {}", path.display()))?;
     let mut out = std::io::stdout().lock();
     out.write_all(&tail)?;
     out.flush()?;
     if !args.follow {
         return Ok(());
     }
-    let mut offset = file.seek(SeekFrom::End(0))?;
+    // Follow from where the tail ended, so a line written meanwhile is not skipped.
     let mut buf = Vec::new();
     loop {
         std::thread::sleep(Duration::from_millis(200));
@@ -52,8 +52,9 @@ fn log_of(home: &Home, query: Option<&str>) -> Result<PathBuf> {
     }
 }
 
-/// The last `n` lines of a file, read backwards in blocks so a large log costs little.
-fn tail(file: &mut File, n: usize) -> std::io::Result<Vec<u8>> {
+/// The last `n` lines of a file, read backwards in blocks so a large log costs little; and the
+/// offset they end at.
+fn tail(file: &mut File, n: usize) -> std::io::Result<(Vec<u8>, u64)> {
     const BLOCK: u64 = 64 * 1024;
     let len = file.seek(SeekFrom::End(0))?;
     let mut start = len;
@@ -68,7 +69,7 @@ fn tail(file: &mut File, n: usize) -> std::io::Result<Vec<u8>> {
             } else {
                 0
             };
-            return Ok(buf.split_off(from));
+            return Ok((buf.split_off(from), len));
         }
         let read_from = start.saturating_sub(BLOCK);
         let mut block = vec![0; (start - read_from) as usize];
@@ -88,7 +89,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
         std::fs::write(&path, text).unwrap();
-        String::from_utf8(tail(&mut File::open(&path).unwrap(), n).unwrap()).unwrap()
+        String::from_utf8(tail(&mut File::open(&path).unwrap(), n).unwrap().0).unwrap()
     }
 
     #[test]

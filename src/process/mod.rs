@@ -67,7 +67,10 @@ pub struct Processes {
 impl Processes {
     /// Facts about just these PIDs, from one targeted refresh.
     pub fn of(pids: &[u32]) -> Result<Self> {
-        let pids: Vec<Pid> = pids.iter().map(|&p| Pid::from_u32(p)).collect();
+        // sysinfo loses a PID listed twice (two records can name one PID after reuse).
+        let mut pids: Vec<Pid> = pids.iter().map(|&p| Pid::from_u32(p)).collect();
+        pids.sort_unstable();
+        pids.dedup();
         let kind = ProcessRefreshKind::nothing().without_tasks().with_memory();
         Self::refresh(ProcessesToUpdate::Some(&pids), kind)
     }
