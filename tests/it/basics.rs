@@ -28,6 +28,7 @@ fn home_is_created_private_and_empty_ls_succeeds() {
     assert_eq!(run.stdout.lines().count(), 1, "{}", run.stdout);
     assert_eq!(env.run(&["ls", "--json"]).success().json(), serde_json::json!([]));
     assert_eq!(env.run(&["ls", "-q"]).success().stdout, "");
+    assert_eq!(env.run(&["stop", "--all", "--json"]).success().json(), serde_json::json!([]));
     for dir in ["", "instances", "logs", "locks"] {
         let mode = std::fs::metadata(env.ocx_home.join(dir)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700, "{dir}");

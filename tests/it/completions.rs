@@ -115,6 +115,9 @@ fn fish_completes_instances_with_descriptions() {
     assert!(lines.iter().any(|l| l == "k3f9a2\trunning, /home/u/proj"), "{lines:?}");
     assert_eq!(values(&fish(&env, "ocx st")), ["start", "stop"]);
     assert_eq!(values(&fish(&env, "ocx run --format ")), ["text", "json"]);
+    // Paths: directories for --dir, files for --file (the shell runs in the repository).
+    assert_offers(&fish(&env, "ocx start --dir sr"), &["src/"]);
+    assert_offers(&fish(&env, "ocx run api x --file Cargo.t"), &["Cargo.toml"]);
 }
 
 /// PowerShell is not installable here: check the candidates ocx gives its script (the script

@@ -1,5 +1,6 @@
 //! `start`, `ls`, `stop`, `logs`, `attach`, `url` against real opencode servers.
 
+use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -319,4 +320,53 @@ fn attach_passes_credentials_through_the_environment() {
     assert!(seen.contains(&format!("args: attach {} --continue", started["url"].as_str().unwrap())), "{seen}");
     assert!(seen.contains(&format!("pw: {password}")), "{seen}");
     assert!(!seen.lines().next().unwrap().contains(&password), "never on the command line");
+}
+
+#[test]
+fn a_hung_server_shows_unhealthy_and_does_not_hold_up_ls() {
+    let env = TestEnv::new();
+    // A live process whose port accepts connections but never answers (the listen backlog).
+    let sleeper = Guard(Command::new("sleep").arg("300").spawn().unwrap());
+    let hung = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung_port = hung.local_addr().unwrap().port();
+    let closed_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    for i in 0..20 {
+        let mut record = write_record(&env, &format!("hung{i:02}"), None);
+        let port = if i == 0 { hung_port } else { closed_port };
+        record["pid"] = sleeper.0.id().into();
+        record["pid_started_at"] = start_time(sleeper.0.id()).into();
+        record["port"] = port.into();
+        record["url"] = format!("http://127.0.0.1:{port}").into();
+        save_record(&env, &record);
+    }
+    let listed = env.ls();
+    assert_eq!(listed.len(), 20);
+    assert!(listed.iter().all(|r| r["status"] == "unhealthy" && r["healthy"] == false), "{listed:?}");
+    drop(hung);
+}
+
+#[test]
+fn logs_follow_prints_new_lines_as_they_come() {
+    let env = TestEnv::new();
+    let log = env.root.path().join("server.log");
+    std::fs::write(&log, "old 1\nold 2\n").unwrap();
+    let mut record = write_record(&env, "logs01", Some("tail"));
+    record["log"] = log.to_str().unwrap().into();
+    save_record(&env, &record);
+    assert_eq!(env.run(&["logs", "tail", "-n", "1"]).success().stdout, "old 2\n");
+
+    let child = env.ocx().args(["logs", "tail", "-f", "-n", "1"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = Guard(child);
+    // Lines arrive on a channel, so a missing one fails the test after a deadline, never hangs it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    let next = || rx.recv_timeout(Duration::from_secs(30)).expect("a line from ocx logs -f within 30 s");
+    assert_eq!(next(), "old 2");
+    std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(b"new 3\n").unwrap();
+    assert_eq!(next(), "new 3", "-f shows what is appended");
 }

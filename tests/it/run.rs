@@ -192,3 +192,16 @@ fn a_dropped_event_stream_still_gives_the_whole_answer() {
     let expected: String = (0..40).map(|i| format!("tick {i} ")).collect();
     assert_eq!(run.stdout, format!("{expected}\n"));
 }
+
+#[test]
+fn files_and_models_go_into_the_prompt() {
+    let env = TestEnv::new();
+    let id = env.start(&[])["id"].as_str().unwrap().to_string();
+    let notes = env.project.join("notes.txt");
+    std::fs::write(&notes, "FILE-CONTENT-4242").unwrap();
+    let run = env.run(&["run", &id, "read the notes", "--file", notes.to_str().unwrap(), "--model", "fake/fake"]);
+    run.success();
+    assert!(model_saw(&env, "FILE-CONTENT-4242"), "the model was sent the file's content");
+    env.run(&["run", &id, "x", "--model", "no-slash"]).code(2).stderr_has("PROVIDER/MODEL");
+    env.run(&["run", &id, "x", "--file", "/nonexistent/file"]).code(1).stderr_has("cannot read --file");
+}
