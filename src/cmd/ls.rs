@@ -140,25 +140,20 @@ pub fn observe(records: &[Record]) -> Result<Vec<Observed>> {
         let Some(proc) = table.same(r.pid, r.pid_started_at) else {
             return Observed { status: "dead", healthy: None, version: None, uptime_s: None, rss_bytes: None };
         };
-        let mut observed = Observed {
-            status: "stopping",
-            healthy: None,
-            version: None,
-            uptime_s: Some(now.saturating_sub(proc.start_time)),
-            rss_bytes: Some(proc.rss),
-        };
+        let uptime_s = Some(now.saturating_sub(proc.start_time));
+        let rss_bytes = Some(proc.rss);
         if r.state == State::Stopping {
-            return observed;
+            return Observed { status: "stopping", healthy: None, version: None, uptime_s, rss_bytes };
         }
         let health = Client::for_record(r, HEALTH_TIMEOUT).health();
-        observed.healthy = Some(health.as_ref().is_ok_and(|h| h.healthy));
-        observed.version = health.ok().and_then(|h| h.version);
-        observed.status = match (observed.healthy, r.state) {
-            (Some(true), _) => "running",
-            (_, State::Starting) => "starting",
-            _ => "unhealthy",
+        let healthy = health.as_ref().is_ok_and(|h| h.healthy);
+        // Observed health wins over the recorded intent: a start whose ocx died may be healthy.
+        let status = match (healthy, r.state) {
+            (true, _) => "running",
+            (false, State::Starting) => "starting",
+            (false, _) => "unhealthy",
         };
-        observed
+        Observed { status, healthy: Some(healthy), version: health.ok().and_then(|h| h.version), uptime_s, rss_bytes }
     }))
 }
 
