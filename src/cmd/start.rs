@@ -264,22 +264,22 @@ fn start_one(home: &Home, plan: &Plan, name: Option<String>) -> Result<Started> 
                 record::save(home, &launch.record)?;
                 return Ok(Started { record: launch.record, took: began.elapsed() });
             }
-            Wait::Exited(_) if tries < START_TRIES && launch.transient_failure(plan).is_some() => {
-                tries += 1;
-                let failure = launch.transient_failure(plan);
-                if failure == Some(Transient::DatabaseRace) {
-                    // Let the winner finish migrating before trying again.
-                    std::thread::sleep(Duration::from_millis(100 + u64::from(getrandom::u32().unwrap_or(0) % 500)));
-                }
-                let _store = home.lock_store()?;
-                let port = match failure {
-                    Some(Transient::PortTaken) => pick_port(&plan.hostname, &record::valid(&record::list(home)?))?,
-                    _ => launch.record.port,
-                };
-                let id = launch.record.id.clone();
-                launch = Launch::spawn(home, plan, &id, name.clone(), port)?;
-            }
             Wait::Exited(status) => {
+                if let Some(failure) = (tries < START_TRIES).then(|| launch.transient_failure(plan)).flatten() {
+                    tries += 1;
+                    if failure == Transient::DatabaseRace {
+                        // Let the winner finish migrating before trying again.
+                        std::thread::sleep(Duration::from_millis(100 + u64::from(getrandom::u32().unwrap_or(0) % 500)));
+                    }
+                    let _store = home.lock_store()?;
+                    let port = match failure {
+                        Transient::PortTaken => pick_port(&plan.hostname, &record::valid(&record::list(home)?))?,
+                        Transient::DatabaseRace => launch.record.port,
+                    };
+                    let id = launch.record.id.clone();
+                    launch = Launch::spawn(home, plan, &id, name.clone(), port)?;
+                    continue;
+                }
                 let err = if plan.port.is_some() && !process::port_is_free(&plan.hostname, launch.record.port) {
                     port_taken(&plan.hostname, launch.record.port)
                 } else {
