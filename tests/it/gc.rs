@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::basics::{save_record, write_record};
-use crate::support::{Guard, TestEnv, finish, is_gone, wait_for};
+use crate::support::{Guard, TestEnv, cmdline, finish, is_gone, wait_for};
 
 /// Start `ocx ARGS` paused at `point` (see `pause_point` in src/cmd/mod.rs) and return it once it
 /// got there, ready to be SIGKILLed.
@@ -40,12 +40,6 @@ fn assert_records_whole(env: &TestEnv) {
         let record: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name} is not whole ({e}): {text}"));
         assert_eq!(record["schema"], 1, "{name}");
     }
-}
-
-fn cmdline(pid: u32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-        .unwrap_or_default()
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::basics::{save_record, write_record};
-use crate::support::{Guard, TestEnv, basic_auth, finish, http, is_gone, start_time, wait_for};
+use crate::support::{Guard, TestEnv, basic_auth, cmdline, finish, http, is_gone, start_time, wait_for};
 
 fn port_is_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
@@ -40,12 +40,6 @@ pub fn prompt_async(record: &Value, text: &str) -> String {
         .unwrap();
     assert!(resp.status().is_success(), "prompt_async answered {}", resp.status());
     id
-}
-
-fn cmdline(pid: u32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-        .unwrap_or_default()
 }
 
 #[test]

@@ -310,6 +310,13 @@ pub fn marked_processes(home: &Path) -> Vec<(u32, String)> {
     found
 }
 
+/// A process's command line, arguments joined by spaces ("" once it is gone).
+pub fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
 /// The start time of a PID as the OS reports it and ocx records it (seconds since the epoch).
 pub fn start_time(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
