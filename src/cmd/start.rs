@@ -15,7 +15,7 @@ use crate::cmd::{parallel_map, pause_point, stop};
 use crate::error::{self, Failure, code};
 use crate::home::Home;
 use crate::output;
-use crate::process::{self, MARKER_HOME, MARKER_ID, Processes};
+use crate::process::{self, MARKER_HOME, MARKER_ID, Processes, Signal};
 use crate::record::{self, Binary, Record, State};
 use crate::server::Client;
 
@@ -511,12 +511,12 @@ impl Launch {
 /// Its PID cannot be reused while ocx has not reaped it, so it needs no further vouching.
 fn end_child(child: &mut Child) {
     if matches!(child.try_wait(), Ok(None)) {
-        let _ = process::terminate(child.id());
+        process::signal_child(child, Signal::Term);
         let deadline = Instant::now() + Duration::from_secs(3);
         while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
             std::thread::sleep(POLL);
         }
-        let _ = process::kill(child.id());
+        process::signal_child(child, Signal::Kill);
     }
     let _ = child.wait();
 }

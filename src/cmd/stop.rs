@@ -14,7 +14,7 @@ use crate::cmd::{parallel_map, pause_point};
 use crate::error::{Failure, code};
 use crate::home::Home;
 use crate::output;
-use crate::process::{self, PortOwner, Proc, Processes};
+use crate::process::{self, PortOwner, Proc, Processes, Signal};
 use crate::record::{self, Record, State};
 
 /// How long the processes left behind by a server get between TERM and KILL.
@@ -169,14 +169,12 @@ fn vouch(home: &Home, record: &Record) -> Result<Vouch> {
 /// TERM (unless `grace` is zero), wait up to `grace`, then KILL. Returns the signal that ended it.
 fn end_process(proc: &Proc, grace: Duration) -> Result<&'static str> {
     if !grace.is_zero() {
-        process::terminate(proc.pid)?;
+        process::signal(proc, Signal::Term)?;
         if process::wait_gone(proc, grace) {
             return Ok("TERM");
         }
     }
-    if process::is_alive(proc) {
-        process::kill(proc.pid)?;
-    }
+    process::signal(proc, Signal::Kill)?;
     if !process::wait_gone(proc, KILL_WAIT) {
         return Err(anyhow!("PID {} is still alive after KILL", proc.pid));
     }
@@ -196,14 +194,13 @@ pub fn end_marked(home: &Home, id: &str) -> usize {
 /// TERM to all, one shared grace period, KILL to those still there.
 pub fn end_all(procs: &[Proc]) {
     for p in procs {
-        let _ = process::terminate(p.pid);
+        let _ = process::signal(p, Signal::Term);
     }
     let deadline = Instant::now() + ORPHAN_GRACE;
     for p in procs {
         let left = deadline.saturating_duration_since(Instant::now());
         if !process::wait_gone(p, left) {
-            // Still the same process (checked in wait_gone): ours to end.
-            let _ = process::kill(p.pid);
+            let _ = process::signal(p, Signal::Kill);
             process::wait_gone(p, KILL_WAIT);
         }
     }

@@ -16,8 +16,8 @@ use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System,
 mod imp;
 
 pub use imp::{
-    create_private_dir_all, create_private_file, detach, install_interrupt_handler, interrupted, is_trusted, kill,
-    open_lock_file, open_private_log, port_owner, sync_dir, terminate,
+    create_private_dir_all, create_private_file, detach, install_interrupt_handler, interrupted, is_trusted,
+    open_lock_file, open_private_log, port_owner, sync_dir,
 };
 
 /// The environment variables every process of an instance inherits. Both must match for a
@@ -168,6 +168,39 @@ impl Processes {
             .collect();
         found.sort_by_key(|(p, _)| p.pid);
         found
+    }
+}
+
+/// The polite signal (TERM; CTRL_BREAK on Windows) or the forceful one (KILL; TerminateProcess).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Term,
+    Kill,
+}
+
+/// Signal `proc` (and the process group it leads) only while it is provably that process: pin
+/// the PID, check its start time again, then signal through the pin. Returns false, sending
+/// nothing, if it is gone or has become another process.
+pub fn signal(proc: &Proc, signal: Signal) -> Result<bool> {
+    let Some(pinned) = imp::pin(proc.pid) else { return Ok(false) };
+    if !is_alive(proc) {
+        return Ok(false);
+    }
+    send(&pinned, signal).with_context(|| format!("cannot signal PID {}", proc.pid))?;
+    Ok(true)
+}
+
+/// Signal a child this ocx spawned and has not reaped: its PID cannot be reused meanwhile.
+pub fn signal_child(child: &std::process::Child, signal: Signal) {
+    if let Some(pinned) = imp::pin(child.id()) {
+        let _ = send(&pinned, signal);
+    }
+}
+
+fn send(pinned: &imp::Pinned, signal: Signal) -> std::io::Result<()> {
+    match signal {
+        Signal::Term => pinned.terminate(),
+        Signal::Kill => pinned.kill(),
     }
 }
 

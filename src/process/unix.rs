@@ -2,6 +2,7 @@
 
 use std::fs::{DirBuilder, File, Metadata, OpenOptions};
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -24,36 +25,74 @@ pub fn detach(cmd: &mut Command) {
     }
 }
 
-/// Ask the process (and the group it leads, if any) to exit: SIGTERM.
-pub fn terminate(pid: u32) -> io::Result<()> {
-    signal(pid, libc::SIGTERM)
+/// A PID held so that it cannot turn into another process while ocx decides to signal it:
+/// on Linux a pidfd (signals through it never reach a process that reused the PID); elsewhere,
+/// or on kernels without pidfds, just the PID.
+pub struct Pinned {
+    pid: libc::pid_t,
+    fd: Option<OwnedFd>,
 }
 
-/// End the process (and the group it leads, if any): SIGKILL.
-pub fn kill(pid: u32) -> io::Result<()> {
-    signal(pid, libc::SIGKILL)
-}
-
-fn signal(pid: u32, sig: libc::c_int) -> io::Result<()> {
-    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    if pid <= 1 {
-        return Err(io::Error::from(io::ErrorKind::InvalidInput));
-    }
-    // SAFETY: plain syscalls on a PID the caller has vouched for.
-    unsafe {
-        // A group is led only by a process that created it, so its members are that
-        // process's own children (the server's, which did not start sessions of their own).
-        if libc::getpgid(pid) == pid {
-            libc::killpg(pid, sig);
+/// Pin a PID; None if there is no such process.
+pub fn pin(pid: u32) -> Option<Pinned> {
+    let pid = libc::pid_t::try_from(pid).ok().filter(|&p| p > 1)?;
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: pidfd_open takes a PID and flags and returns a new file descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd >= 0 {
+            // SAFETY: the descriptor was just returned to us and is owned by nobody else.
+            let fd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as std::os::fd::RawFd) };
+            return Some(Pinned { pid, fd: Some(fd) });
         }
-        if libc::kill(pid, sig) == -1 {
+        if io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+            return None;
+        }
+    }
+    Some(Pinned { pid, fd: None })
+}
+
+impl Pinned {
+    /// Ask the process (and the group it leads, if any) to exit: SIGTERM.
+    pub fn terminate(&self) -> io::Result<()> {
+        self.send(libc::SIGTERM)
+    }
+
+    /// End the process (and the group it leads, if any): SIGKILL.
+    pub fn kill(&self) -> io::Result<()> {
+        self.send(libc::SIGKILL)
+    }
+
+    fn send(&self, sig: libc::c_int) -> io::Result<()> {
+        // SAFETY: plain syscalls on a PID the caller has pinned and vouched for.
+        let rc = unsafe {
+            // A group is led only by a process that created it, so its members are that
+            // process's own children (the server's, which did not start sessions of their own);
+            // while the leader is pinned its group id cannot be reused.
+            if libc::getpgid(self.pid) == self.pid {
+                libc::killpg(self.pid, sig);
+            }
+            match &self.fd {
+                #[cfg(target_os = "linux")]
+                Some(fd) => libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    std::os::fd::AsRawFd::as_raw_fd(fd),
+                    sig,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                ) as libc::c_int,
+                _ => libc::kill(self.pid, sig),
+            }
+        };
+        if rc == -1 {
             let err = io::Error::last_os_error();
+            // Gone meanwhile: nothing to signal, and nobody else was.
             if err.raw_os_error() != Some(libc::ESRCH) {
                 return Err(err);
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -181,6 +220,18 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_pin_signals_its_process_and_nothing_once_it_is_gone() {
+        assert!(pin(4_000_000).is_none(), "no such PID: nothing to pin");
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pinned = pin(child.id()).expect("a live child can be pinned");
+        pinned.kill().unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
+        // Reaped now: the PID is free for anyone, and the old pin reaches nobody.
+        pinned.terminate().unwrap();
     }
 
     #[test]

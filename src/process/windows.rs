@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use windows_sys::Win32::Foundation::{CloseHandle, FALSE, TRUE};
+use windows_sys::Win32::Foundation::{CloseHandle, FALSE, HANDLE, TRUE};
 use windows_sys::Win32::System::Console::{CTRL_BREAK_EVENT, GenerateConsoleCtrlEvent, SetConsoleCtrlHandler};
 use windows_sys::Win32::System::Threading::{
     CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW, DETACHED_PROCESS, OpenProcess, PROCESS_TERMINATE, TerminateProcess,
@@ -22,30 +22,45 @@ pub fn detach(cmd: &mut Command) {
     cmd.creation_flags(DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW);
 }
 
-/// Ask the process group to exit: CTRL_BREAK.
-pub fn terminate(pid: u32) -> io::Result<()> {
-    // SAFETY: plain API call on a PID the caller has vouched for.
-    if unsafe { GenerateConsoleCtrlEvent(CTRL_BREAK_EVENT, pid) } == FALSE {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+/// A PID held open so that it cannot be reused while ocx decides to signal it (Windows keeps
+/// a PID while any handle to the process is open).
+pub struct Pinned {
+    pid: u32,
+    handle: HANDLE,
 }
 
-/// End the process: TerminateProcess.
-pub fn kill(pid: u32) -> io::Result<()> {
-    // SAFETY: the handle is checked and closed.
-    unsafe {
-        let handle = OpenProcess(PROCESS_TERMINATE, FALSE, pid);
-        if handle.is_null() {
+/// Pin a PID; None if there is no such process (or it cannot be ended by this user).
+pub fn pin(pid: u32) -> Option<Pinned> {
+    // SAFETY: the handle is checked here and closed on drop.
+    let handle = unsafe { OpenProcess(PROCESS_TERMINATE, FALSE, pid) };
+    (!handle.is_null()).then_some(Pinned { pid, handle })
+}
+
+impl Pinned {
+    /// Ask the process group to exit: CTRL_BREAK.
+    pub fn terminate(&self) -> io::Result<()> {
+        // SAFETY: plain API call on a process the caller has pinned and vouched for.
+        if unsafe { GenerateConsoleCtrlEvent(CTRL_BREAK_EVENT, self.pid) } == FALSE {
             return Err(io::Error::last_os_error());
         }
-        let ok = TerminateProcess(handle, 1);
-        CloseHandle(handle);
-        if ok == FALSE {
-            return Err(io::Error::last_os_error());
-        }
+        Ok(())
     }
-    Ok(())
+
+    /// End the process: TerminateProcess.
+    pub fn kill(&self) -> io::Result<()> {
+        // SAFETY: the handle is open for the life of `self`.
+        if unsafe { TerminateProcess(self.handle, 1) } == FALSE {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        // SAFETY: the handle was opened by `pin` and is closed once.
+        unsafe { CloseHandle(self.handle) };
+    }
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
