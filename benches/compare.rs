@@ -289,6 +289,37 @@ fn scale() {
     for (target, rss) in rss_rows {
         println!("ocx ls peak RSS with {target} records: {:.1} MiB", mib(rss));
     }
+    hung();
+}
+
+/// `ocx ls` with 20 instances, one of them hung (its port accepts connections, never answers).
+fn hung() {
+    const N: usize = 10;
+    let env = TestEnv::new();
+    let template: serde_json::Value = serde_json::from_str(include_str!("../tests/fixtures/record-v1.json")).unwrap();
+    let mut stand_ins = StandIns(Vec::new());
+    let hung = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = env.ocx_home.join("instances");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..20 {
+        let mut child =
+            Command::new(std::env::current_exe().unwrap()).arg("--stand-in").stdout(Stdio::piped()).spawn().unwrap();
+        let mut port = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut port).unwrap();
+        let port: u16 = if i == 0 { hung.local_addr().unwrap().port() } else { port.trim().parse().unwrap() };
+        let mut record = template.clone();
+        record["id"] = format!("h{i:05}").into();
+        record["pid"] = child.id().into();
+        record["pid_started_at"] = support::start_time(child.id()).into();
+        record["port"] = port.into();
+        record["url"] = format!("http://127.0.0.1:{port}").into();
+        let path = dir.join(format!("h{i:05}.json"));
+        std::fs::write(&path, record.to_string()).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        stand_ins.0.push(child);
+    }
+    let times: Vec<Duration> = (0..N).map(|_| time(env.ocx().arg("ls"))).collect();
+    row("ocx ls, 20 instances, 1 of them hung", &stats(&times));
 }
 
 /// 4. `ocx start` to healthy vs bare `opencode serve` to its ready line.
