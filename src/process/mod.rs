@@ -67,25 +67,17 @@ pub struct Processes {
 impl Processes {
     /// Facts about just these PIDs, from one targeted refresh.
     pub fn of(pids: &[u32]) -> Result<Self> {
-        // sysinfo loses a PID listed twice (two records can name one PID after reuse).
-        let mut pids: Vec<Pid> = pids.iter().map(|&p| Pid::from_u32(p)).collect();
-        pids.sort_unstable();
-        pids.dedup();
-        let kind = ProcessRefreshKind::nothing().without_tasks().with_memory();
-        Self::refresh(ProcessesToUpdate::Some(&pids), kind)
+        Self::refresh(Some(pids), ProcessRefreshKind::nothing().without_tasks().with_memory())
     }
 
     /// Just these PIDs with their environment: enough to check their markers.
     pub fn of_with_environ(pids: &[u32]) -> Result<Self> {
-        let pids: Vec<Pid> = pids.iter().map(|&p| Pid::from_u32(p)).collect();
-        let kind = ProcessRefreshKind::nothing().without_tasks().with_environ(UpdateKind::Always);
-        Self::refresh(ProcessesToUpdate::Some(&pids), kind)
+        Self::refresh(Some(pids), ProcessRefreshKind::nothing().without_tasks().with_environ(UpdateKind::Always))
     }
 
     /// Every process with its environment only: for marker scans (`marked`).
     pub fn with_markers() -> Result<Self> {
-        let kind = ProcessRefreshKind::nothing().without_tasks().with_environ(UpdateKind::Always);
-        Self::refresh(ProcessesToUpdate::All, kind)
+        Self::refresh(None, ProcessRefreshKind::nothing().without_tasks().with_environ(UpdateKind::Always))
     }
 
     /// Every process with its environment, command line, user and memory: for `ls --all`.
@@ -96,12 +88,22 @@ impl Processes {
             .with_environ(UpdateKind::Always)
             .with_cmd(UpdateKind::Always)
             .with_user(UpdateKind::Always);
-        Self::refresh(ProcessesToUpdate::All, kind)
+        Self::refresh(None, kind)
     }
 
-    fn refresh(which: ProcessesToUpdate<'_>, kind: ProcessRefreshKind) -> Result<Self> {
+    /// Refresh these PIDs (None: every process).
+    fn refresh(pids: Option<&[u32]>, kind: ProcessRefreshKind) -> Result<Self> {
         let mut sys = System::new().map_err(|e| anyhow::anyhow!("{e}")).context("cannot read the process table")?;
-        sys.refresh_processes_specifics(which, true, kind);
+        match pids {
+            Some(pids) => {
+                // sysinfo loses a PID listed twice (two records can name one PID after reuse).
+                let mut pids: Vec<Pid> = pids.iter().map(|&p| Pid::from_u32(p)).collect();
+                pids.sort_unstable();
+                pids.dedup();
+                sys.refresh_processes_specifics(ProcessesToUpdate::Some(&pids), true, kind)
+            }
+            None => sys.refresh_processes_specifics(ProcessesToUpdate::All, true, kind),
+        };
         Ok(Processes { sys })
     }
 
