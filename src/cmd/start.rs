@@ -463,12 +463,10 @@ impl Launch {
     /// Why the exited server failed, if another try would fix it.
     fn transient_failure(&self, plan: &Plan) -> Option<Transient> {
         if plan.port.is_none() && !process::port_is_free(&plan.hostname, self.record.port) {
-            Some(Transient::PortTaken)
-        } else if DATABASE_RACE_SIGNS.iter().any(|sign| self.new_log().contains(sign)) {
-            Some(Transient::DatabaseRace)
-        } else {
-            None
+            return Some(Transient::PortTaken);
         }
+        let log = self.new_log();
+        DATABASE_RACE_SIGNS.iter().any(|sign| log.contains(sign)).then_some(Transient::DatabaseRace)
     }
 
     /// What this spawn wrote to the log so far.
