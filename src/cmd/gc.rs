@@ -119,11 +119,10 @@ pub fn run(home: &Home, args: GcArgs) -> Result<()> {
         stop::end_all(&survey.orphans.iter().map(|m| m.proc).collect::<Vec<_>>());
     }
     if args.logs {
-        let remaining: Vec<String> = survey.kept.clone();
-        report.logs_deleted = delete_logs(home, &remaining, args.dry_run)?;
+        report.logs_deleted = delete_logs(home, &survey.kept, args.dry_run)?;
     }
     if !args.dry_run {
-        remove_stale_locks(home, &survey.kept);
+        remove_stale_locks(home);
     }
 
     if args.json {
@@ -226,14 +225,13 @@ fn delete_logs(home: &Home, kept: &[String], dry_run: bool) -> Result<Vec<PathBu
 
 /// Lock files of instances without a record, when nobody holds them. Under the store lock: a
 /// start creates its lock file and its record within one store-locked section.
-fn remove_stale_locks(home: &Home, kept: &[String]) {
+fn remove_stale_locks(home: &Home) {
     let Ok(_store) = home.lock_store() else { return };
     let Ok(dir) = std::fs::read_dir(home.locks_dir()) else { return };
     for entry in dir.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(id) = name.strip_suffix(".lock").filter(|id| record::is_valid_id(id)) else { continue };
-        if !kept.iter().any(|k| k == id)
-            && !home.record_path(id).exists()
+        if !home.record_path(id).exists()
             && let Ok(Some(_lock)) = home.try_lock_instance(id)
         {
             home.remove_instance_lock(id);
