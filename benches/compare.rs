@@ -227,6 +227,36 @@ fn stand_in() -> ! {
 /// Stand-in servers, killed when dropped.
 struct StandIns(Vec<Child>);
 
+impl StandIns {
+    /// Start one more stand-in and record it in `env`'s home as instance `id`. With `port`, the
+    /// record points there instead of at the stand-in's own port (the stand-in is still its PID).
+    fn add(&mut self, env: &TestEnv, id: &str, port: Option<u16>) {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .arg("--stand-in")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut own_port = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut own_port).unwrap();
+        let port = port.unwrap_or_else(|| own_port.trim().parse().unwrap());
+        let mut record: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/fixtures/record-v1.json")).unwrap();
+        record["id"] = id.into();
+        record["name"] = id.into();
+        record["pid"] = child.id().into();
+        record["pid_started_at"] = support::start_time(child.id()).into();
+        record["port"] = port.into();
+        record["url"] = format!("http://127.0.0.1:{port}").into();
+        let dir = env.ocx_home.join("instances");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{id}.json"));
+        std::fs::write(&path, record.to_string()).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        self.0.push(child);
+    }
+}
+
 impl Drop for StandIns {
     fn drop(&mut self) {
         for child in &mut self.0 {
@@ -240,7 +270,6 @@ impl Drop for StandIns {
 fn scale() {
     const N: usize = 10;
     let env = TestEnv::new();
-    let template: serde_json::Value = serde_json::from_str(include_str!("../tests/fixtures/record-v1.json")).unwrap();
     header(&format!("Listing at scale ({N} runs each; stand-in servers, one process per record)"));
     let mut stand_ins = StandIns(Vec::new());
     let mut rss_rows = Vec::new();
@@ -249,29 +278,8 @@ fn scale() {
             if interrupted() {
                 return;
             }
-            let mut child = Command::new(std::env::current_exe().unwrap())
-                .arg("--stand-in")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let mut port = String::new();
-            BufReader::new(child.stdout.take().unwrap()).read_line(&mut port).unwrap();
-            let port: u16 = port.trim().parse().unwrap();
-            let i = stand_ins.0.len();
-            let mut record = template.clone();
-            record["id"] = format!("s{i:05}").into();
-            record["name"] = format!("stand-in-{i}").into();
-            record["pid"] = child.id().into();
-            record["pid_started_at"] = support::start_time(child.id()).into();
-            record["port"] = port.into();
-            record["url"] = format!("http://127.0.0.1:{port}").into();
-            let dir = env.ocx_home.join("instances");
-            std::fs::create_dir_all(&dir).unwrap();
-            let path = dir.join(format!("s{i:05}.json"));
-            std::fs::write(&path, record.to_string()).unwrap();
-            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-            stand_ins.0.push(child);
+            let id = format!("s{:05}", stand_ins.0.len());
+            stand_ins.add(&env, &id, None);
         }
         let listed = env.run(&["ls", "--json"]).success().json();
         let running = listed.as_array().unwrap().iter().filter(|r| r["status"] == "running").count();
@@ -296,27 +304,11 @@ fn scale() {
 fn hung() {
     const N: usize = 10;
     let env = TestEnv::new();
-    let template: serde_json::Value = serde_json::from_str(include_str!("../tests/fixtures/record-v1.json")).unwrap();
     let mut stand_ins = StandIns(Vec::new());
     let hung = TcpListener::bind("127.0.0.1:0").unwrap();
-    let dir = env.ocx_home.join("instances");
-    std::fs::create_dir_all(&dir).unwrap();
     for i in 0..20 {
-        let mut child =
-            Command::new(std::env::current_exe().unwrap()).arg("--stand-in").stdout(Stdio::piped()).spawn().unwrap();
-        let mut port = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut port).unwrap();
-        let port: u16 = if i == 0 { hung.local_addr().unwrap().port() } else { port.trim().parse().unwrap() };
-        let mut record = template.clone();
-        record["id"] = format!("h{i:05}").into();
-        record["pid"] = child.id().into();
-        record["pid_started_at"] = support::start_time(child.id()).into();
-        record["port"] = port.into();
-        record["url"] = format!("http://127.0.0.1:{port}").into();
-        let path = dir.join(format!("h{i:05}.json"));
-        std::fs::write(&path, record.to_string()).unwrap();
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-        stand_ins.0.push(child);
+        let port = (i == 0).then(|| hung.local_addr().unwrap().port());
+        stand_ins.add(&env, &format!("h{i:05}"), port);
     }
     let times: Vec<Duration> = (0..N).map(|_| time(env.ocx().arg("ls"))).collect();
     row("ocx ls, 20 instances, 1 of them hung", &stats(&times));
