@@ -110,10 +110,19 @@ pub struct StartArgs {
 
 /// List instances with their observed status
 ///
-/// STATUS is what ocx observes now, not what it last wrote down: starting, running (alive and
-/// healthy), unhealthy (alive, health check fails), stopping, dead (the process is gone, or its
-/// PID now belongs to another process), corrupt (the record cannot be read; see `ocx gc`).
+/// STATUS is what ocx observes now, not what it last wrote down:
+///   running     alive and healthy
+///   starting    being started, not healthy yet
+///   unhealthy   alive, but the health check fails or hangs
+///   stopping    being stopped
+///   dead        the process is gone, or its PID now belongs to another process
+///   corrupt     the record cannot be read (`ocx gc` moves it aside)
+///   refused     the record is another user's or writable by others: never trusted or signalled
+///               (`ocx gc` moves it aside)
+///   newer       the record was written by a newer ocx: left alone; upgrade ocx to manage it
+///   unmanaged   (--all) an `opencode serve` process ocx did not start
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct LsArgs {
     /// Print a JSON array (without secrets)
     #[arg(long)]

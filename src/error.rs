@@ -4,6 +4,9 @@ use std::fmt;
 use std::io;
 use std::process::ExitCode;
 
+use crate::output::note;
+use crate::process;
+
 /// Exit codes, as documented in the README and man page.
 pub mod code {
     pub const FAILED: u8 = 1;
@@ -56,19 +59,17 @@ pub fn code_of(err: &anyhow::Error) -> u8 {
 /// Print `error: …` (with the cause chain) and `hint: …` on stderr, and pick the exit code.
 pub fn report(err: &anyhow::Error) -> ExitCode {
     // `ocx ls | head -1`: the reader went away; that is not an error worth a message.
-    let broken_pipe =
-        err.chain().filter_map(|e| e.downcast_ref::<io::Error>()).any(|e| e.kind() == io::ErrorKind::BrokenPipe);
-    if broken_pipe {
+    if err.chain().filter_map(|e| e.downcast_ref::<io::Error>()).any(process::is_closed_pipe) {
         return ExitCode::SUCCESS;
     }
     let failure = err.chain().find_map(|e| e.downcast_ref::<Failure>());
     let code = code_of(err);
     let silent = failure.is_some_and(|f| f.message.is_empty()) && err.chain().count() == 1;
     if !silent {
-        eprintln!("error: {err:#}");
+        note(format_args!("error: {err:#}"));
     }
     if let Some(hint) = failure.and_then(|f| f.hint.as_deref()) {
-        eprintln!("hint: {hint}");
+        note(format_args!("hint: {hint}"));
     }
     ExitCode::from(code)
 }

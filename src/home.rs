@@ -30,13 +30,13 @@ impl Home {
                 .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
         }
         // One spelling of the path, so the OCX_HOME marker compares equal across invocations.
-        let root = root.canonicalize().with_context(|| format!("cannot resolve {}", root.display()))?;
+        let root = dunce::canonicalize(&root).with_context(|| format!("cannot resolve {}", root.display()))?;
         Ok(Home { root })
     }
 
     /// The home if it exists, without creating anything (for shell completion).
     pub fn existing(explicit: Option<&Path>) -> Option<Home> {
-        let root = root_path(explicit).ok()?.canonicalize().ok()?;
+        let root = dunce::canonicalize(root_path(explicit).ok()?).ok()?;
         root.join("instances").is_dir().then_some(Home { root })
     }
 
@@ -149,7 +149,7 @@ impl Lock {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().context("a file to write needs a parent directory")?;
     let name = path.file_name().context("a file to write needs a name")?.to_string_lossy();
-    let tmp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), crate::record::random_token(4)));
+    let tmp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), crate::token::random(4)));
     let result = (|| -> std::io::Result<()> {
         let mut file = process::create_private_file(&tmp)?;
         file.write_all(bytes)?;
@@ -169,6 +169,11 @@ pub fn is_temp_file(name: &str) -> bool {
     name.starts_with('.') && name.ends_with(".tmp")
 }
 
+/// The PID of the process that created a temp file of `write_atomic` (it is in the name).
+pub fn temp_file_writer(name: &str) -> Option<u32> {
+    name.strip_suffix(".tmp")?.rsplit('.').nth(1)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +187,13 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("a.json")]);
+    }
+
+    #[test]
+    fn temp_files_name_their_writer() {
+        assert_eq!(temp_file_writer(".abc123.json.4242.x7k2.tmp"), Some(4242));
+        assert_eq!(temp_file_writer(".abc123.json.tmp"), None);
+        assert_eq!(temp_file_writer("abc123.json"), None);
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! ocx: run OpenCode servers in the background — start, list, prompt, stop, clean up.
 
-mod base64;
 mod cli;
 mod cmd;
 mod error;
 mod home;
+mod hooks;
+mod instance;
 mod output;
+mod parallel;
 mod process;
 mod record;
 mod server;
+mod token;
 
 use std::process::ExitCode;
 

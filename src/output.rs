@@ -1,5 +1,10 @@
 //! How ocx prints: tables, JSON, colour, and human-friendly durations, sizes and times.
+//!
+//! Everything for stdout goes through `line`, `write`, `print_table` or `print_json`, never
+//! `println!`, which panics when the reader went away (`ocx ls | head -1`). Here a closed pipe
+//! is an error like any other, which `error::report` turns into a quiet exit.
 
+use std::fmt::Display;
 use std::io::{self, IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,6 +46,24 @@ pub fn print_table(table: &mut Table) -> io::Result<()> {
     Ok(())
 }
 
+/// Print one line on stdout.
+pub fn line(text: impl Display) -> io::Result<()> {
+    writeln!(io::stdout().lock(), "{text}")
+}
+
+/// Write bytes to stdout and flush them at once (streamed answers, followed logs).
+pub fn write(bytes: &[u8]) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()
+}
+
+/// One line on stderr (notes, warnings, errors). Never fails and never panics: with stderr
+/// closed there is nobody left to tell.
+pub fn note(text: impl Display) {
+    let _ = writeln!(io::stderr().lock(), "{text}");
+}
+
 /// Print one JSON document on stdout.
 pub fn print_json(value: &serde_json::Value) -> io::Result<()> {
     let mut out = io::stdout().lock();
@@ -65,10 +88,10 @@ impl Spinner {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    eprint!("\r{frame} {message}… {}", elapsed(began.elapsed()));
+                    let _ = write!(io::stderr(), "\r{frame} {message}… {}", elapsed(began.elapsed()));
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                eprint!("\r\x1b[2K");
+                let _ = write!(io::stderr(), "\r\x1b[2K");
             })
         });
         Spinner { stop, thread }

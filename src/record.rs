@@ -9,12 +9,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Failure, code};
 use crate::home::{self, Home};
-use crate::process;
+use crate::process::{self, ProcId};
+use crate::token;
 
-/// The record format this ocx reads and writes.
+/// The record format this ocx reads and writes. Fields added since have serde defaults, so a
+/// schema-1 record written by an older ocx still loads.
 pub const SCHEMA: u32 = 1;
 const ID_LEN: usize = 6;
-const ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
 /// What ocx wrote down about one instance. Whether it is alive is never trusted from here:
 /// it is observed (see `process`).
@@ -25,8 +26,11 @@ pub struct Record {
     pub name: Option<String>,
     pub pid: u32,
     /// The OS's start time of `pid` (seconds since the epoch): a PID whose start time differs
-    /// is another process, and ocx never signals it.
+    /// is another process, and ocx never signals it. See `ProcId` for how it is compared.
     pub pid_started_at: u64,
+    /// The exact start time of `pid` in the OS's own units (see `ProcId::start_key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_start_key: Option<u64>,
     pub hostname: String,
     pub port: u16,
     pub url: String,
@@ -77,6 +81,16 @@ impl Record {
     pub fn label(&self) -> &str {
         self.name.as_deref().unwrap_or(&self.id)
     }
+
+    /// The server process as recorded.
+    pub fn server(&self) -> ProcId {
+        ProcId { pid: self.pid, started_at: self.pid_started_at, start_key: self.pid_start_key }
+    }
+
+    /// Record `id` as the server process.
+    pub fn set_server(&mut self, id: ProcId) {
+        (self.pid, self.pid_started_at, self.pid_start_key) = (id.pid, id.started_at, id.start_key);
+    }
 }
 
 /// One file in `instances/`: a record, or one that cannot be used (never deleted silently).
@@ -92,31 +106,72 @@ pub struct Invalid {
     pub id: String,
     pub path: PathBuf,
     pub reason: String,
+    pub kind: InvalidKind,
+}
+
+/// Why a record file cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidKind {
+    /// It does not parse as a record.
+    Corrupt,
     /// Readable, but not trusted: another user's, or writable by others (its PID could be
-    /// anyone's). Otherwise it does not parse.
-    pub refused: bool,
+    /// anyone's).
+    Refused,
+    /// Written by a newer ocx, in a schema this one does not know: left alone.
+    Newer,
 }
 
 impl Invalid {
-    /// `corrupt` or `refused`, as `ls` shows it.
+    /// `corrupt`, `refused` or `newer`, as `ls` shows it.
     pub fn status(&self) -> &'static str {
-        if self.refused { "refused" } else { "corrupt" }
+        match self.kind {
+            InvalidKind::Corrupt => "corrupt",
+            InvalidKind::Refused => "refused",
+            InvalidKind::Newer => "newer",
+        }
+    }
+}
+
+/// Why bytes are not a record this ocx can use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    pub reason: String,
+    /// A record of a later schema: not broken, just not this ocx's to read.
+    pub newer: bool,
+}
+
+impl From<String> for ParseError {
+    fn from(reason: String) -> Self {
+        ParseError { reason, newer: false }
+    }
+}
+
+impl From<&str> for ParseError {
+    fn from(reason: &str) -> Self {
+        reason.to_string().into()
     }
 }
 
 /// Parse a record file's bytes; `id` is the file's stem, which the record must agree with.
-pub fn parse(bytes: &[u8], id: &str) -> Result<Record, String> {
+pub fn parse(bytes: &[u8], id: &str) -> Result<Record, ParseError> {
     let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
     let schema = value.get("schema").ok_or("not an ocx record: no `schema` field")?;
-    if schema.as_u64() != Some(u64::from(SCHEMA)) {
-        return Err(format!("unsupported schema {schema} (this ocx reads schema {SCHEMA}; written by a newer ocx?)"));
+    match schema.as_u64() {
+        Some(n) if n == u64::from(SCHEMA) => {}
+        Some(n) if n > u64::from(SCHEMA) => {
+            return Err(ParseError {
+                reason: format!("written by a newer ocx (schema {n}; this ocx reads schema {SCHEMA})"),
+                newer: true,
+            });
+        }
+        _ => return Err(format!("unsupported schema {schema} (this ocx reads schema {SCHEMA})").into()),
     }
     let record: Record = serde_json::from_value(value).map_err(|e| format!("not a valid record: {e}"))?;
     if record.id != id {
-        return Err(format!("the record's id {:?} does not match its file name", record.id));
+        return Err(format!("the record's id {:?} does not match its file name", record.id).into());
     }
     if !is_valid_id(&record.id) {
-        return Err(format!("invalid id {:?}", record.id));
+        return Err(format!("invalid id {:?}", record.id).into());
     }
     if record.port == 0 || record.pid == 0 {
         return Err("port and pid must not be 0".into());
@@ -138,7 +193,7 @@ pub fn list(home: &Home) -> Result<Vec<Entry>> {
         }
         match load_file(&entry.path(), id) {
             Ok(record) => valid.push(record),
-            Err((reason, refused)) => invalid.push(Invalid { id: id.to_string(), path: entry.path(), reason, refused }),
+            Err((reason, kind)) => invalid.push(Invalid { id: id.to_string(), path: entry.path(), reason, kind }),
         }
     }
     valid.sort_by(|a: &Record, b| (&a.started_at, &a.id).cmp(&(&b.started_at, &b.id)));
@@ -157,14 +212,32 @@ pub fn valid(entries: &[Entry]) -> Vec<Record> {
         .collect()
 }
 
-/// A record file's content, or why not (and whether it was refused rather than unreadable).
-fn load_file(path: &Path, id: &str) -> Result<Record, (String, bool)> {
-    let meta = std::fs::symlink_metadata(path).map_err(|e| (format!("cannot read: {e}"), false))?;
-    if !meta.is_file() || !process::is_trusted(&meta) {
-        return Err(("refused: not a regular file of this user, or writable by others".into(), true));
+/// Every id that has a file in `instances/`: a record (valid or not), or one moved aside
+/// (`<id>.json.corrupt…`). Such an instance is not forgotten: its processes are not orphans.
+pub fn ids_on_disk(home: &Home) -> Result<std::collections::HashSet<String>> {
+    let dir = home.instances_dir();
+    let mut ids = std::collections::HashSet::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let name = entry.with_context(|| format!("cannot read {}", dir.display()))?.file_name();
+        let name = name.to_string_lossy();
+        if let Some((id, _)) = name.split_once(".json")
+            && is_valid_id(id)
+        {
+            ids.insert(id.to_string());
+        }
     }
-    let bytes = std::fs::read(path).map_err(|e| (format!("cannot read: {e}"), false))?;
-    parse(&bytes, id).map_err(|reason| (reason, false))
+    Ok(ids)
+}
+
+/// A record file's content, or why not.
+fn load_file(path: &Path, id: &str) -> Result<Record, (String, InvalidKind)> {
+    let unreadable = |e: std::io::Error| (format!("cannot read: {e}"), InvalidKind::Corrupt);
+    let meta = std::fs::symlink_metadata(path).map_err(unreadable)?;
+    if !meta.is_file() || !process::is_trusted(&meta) {
+        return Err(("refused: not a regular file of this user, or writable by others".into(), InvalidKind::Refused));
+    }
+    let bytes = std::fs::read(path).map_err(unreadable)?;
+    parse(&bytes, id).map_err(|e| (e.reason, if e.newer { InvalidKind::Newer } else { InvalidKind::Corrupt }))
 }
 
 /// Load one record; None if it does not exist.
@@ -195,29 +268,10 @@ pub fn delete(home: &Home, id: &str) -> Result<()> {
     }
 }
 
-/// `len` random characters from the id alphabet, from the OS's random source.
-pub fn random_token(len: usize) -> String {
-    let mut out = String::with_capacity(len);
-    let mut buf = [0u8; 64];
-    while out.len() < len {
-        getrandom::fill(&mut buf).expect("the OS random source is unavailable");
-        // 252 = 7 × 36: rejecting bytes above it keeps every character equally likely.
-        out.extend(
-            buf.iter().filter(|&&b| b < 252).map(|&b| ID_ALPHABET[usize::from(b) % 36] as char).take(len - out.len()),
-        );
-    }
-    out
-}
-
-/// A new password: 32 characters of a 36-letter alphabet, about 165 bits.
-pub fn new_password() -> String {
-    random_token(32)
-}
-
 /// A new id that is neither an existing id nor an existing name.
 pub fn new_id(taken: &[&str]) -> String {
     loop {
-        let id = random_token(ID_LEN);
+        let id = token::random(ID_LEN);
         if !taken.contains(&id.as_str()) {
             return id;
         }
@@ -225,7 +279,7 @@ pub fn new_id(taken: &[&str]) -> String {
 }
 
 pub fn is_valid_id(id: &str) -> bool {
-    id.len() == ID_LEN && id.bytes().all(|b| ID_ALPHABET.contains(&b))
+    id.len() == ID_LEN && id.bytes().all(|b| token::ALPHABET.contains(&b))
 }
 
 /// Names are for humans and shells: letters, digits, `-`, `_`, `.`, starting with a letter
@@ -279,7 +333,7 @@ pub fn resolve_default<'a>(records: &'a [Record], query: Option<&str>) -> Result
         return resolve(records, query);
     }
     let table = process::Processes::of(&records.iter().map(|r| r.pid).collect::<Vec<_>>())?;
-    let alive: Vec<&Record> = records.iter().filter(|r| table.same(r.pid, r.pid_started_at).is_some()).collect();
+    let alive: Vec<&Record> = records.iter().filter(|r| table.find(&r.server()).is_some()).collect();
     match alive.as_slice() {
         [one] => Ok(one),
         [] => Err(anyhow!(Failure::new(code::NOT_FOUND, "no instance is running").hint("start one with `ocx start`"))),
@@ -378,7 +432,9 @@ pub(crate) mod tests {
             .collect();
         assert_eq!(invalid.len(), bad.len());
         let newer = invalid.iter().find(|i| i.id == "newer1").unwrap();
-        assert!(newer.reason.contains("unsupported schema 2"), "{}", newer.reason);
+        assert_eq!(newer.kind, InvalidKind::Newer);
+        assert!(newer.reason.contains("newer ocx (schema 2"), "{}", newer.reason);
+        assert!(invalid.iter().filter(|i| i.id != "newer1").all(|i| i.kind == InvalidKind::Corrupt));
         // Nothing was deleted or rewritten.
         for (id, bytes) in &bad {
             assert_eq!(&std::fs::read(home.record_path(id)).unwrap(), bytes);
@@ -474,7 +530,6 @@ pub(crate) mod tests {
             let id = new_id(&["aaaaaa"]);
             assert!(is_valid_id(&id), "{id}");
         }
-        assert!(new_password().len() >= 32);
     }
 
     #[test]

@@ -4,12 +4,12 @@ use std::io::{BufRead, BufReader, Read};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use ureq::Agent;
 use ureq::http::Response;
 
-use crate::base64;
 use crate::record::Record;
 
 /// An HTTP client for one server.
@@ -42,7 +42,7 @@ impl Client {
         Client {
             agent,
             base: base.trim_end_matches('/').to_string(),
-            auth: password.map(|p| format!("Basic {}", base64::encode(format!("{username}:{p}").as_bytes()))),
+            auth: password.map(|p| basic_auth(username, p)),
             directory: None,
         }
     }
@@ -149,6 +149,11 @@ impl Client {
     }
 }
 
+/// The `Authorization` header value for HTTP basic auth.
+pub fn basic_auth(username: &str, password: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}")))
+}
+
 /// opencode answers 404 for an unknown session (older builds: 500 `UnknownError`).
 fn is_unknown_session(status: u16) -> bool {
     status == 404
@@ -207,5 +212,14 @@ impl Iterator for Events {
                 data.push_str(value.strip_prefix(' ').unwrap_or(value));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn basic_auth_is_rfc_7617() {
+        assert_eq!(super::basic_auth("opencode", "pw"), "Basic b3BlbmNvZGU6cHc=");
+        assert_eq!(super::basic_auth("a", ""), "Basic YTo=");
     }
 }

@@ -7,26 +7,21 @@ use anyhow::{Context, Result, anyhow};
 use crate::cli::AttachArgs;
 use crate::error::{Failure, code};
 use crate::home::Home;
-use crate::process::{self, Processes};
-use crate::record;
+use crate::instance::{self, launch};
+use crate::{process, record};
 
 pub fn run(home: &Home, args: AttachArgs) -> Result<()> {
     let records = record::valid(&record::list(home)?);
     let r = record::resolve_default(&records, args.instance.as_deref())?;
-    if Processes::of(&[r.pid])?.same(r.pid, r.pid_started_at).is_none() {
-        return Err(anyhow!(
-            Failure::new(code::FAILED, format!("instance {} is not running", r.label()))
-                .hint(format!("remove its record with `ocx stop {}`, and start a new one with `ocx start`", r.label()))
-        ));
-    }
+    instance::require_server(r)?;
     let binary = args.opencode.clone().unwrap_or_else(|| r.opencode.path.clone());
     let mut cmd = Command::new(&binary);
     cmd.arg("attach").arg(&r.url).args(&args.extra);
     // Through the environment, never the command line, where `ps` shows it to every user.
-    cmd.env("OPENCODE_SERVER_USERNAME", &r.username);
+    cmd.env(launch::USERNAME_VAR, &r.username);
     match &r.password {
-        Some(password) => cmd.env("OPENCODE_SERVER_PASSWORD", password),
-        None => cmd.env_remove("OPENCODE_SERVER_PASSWORD"),
+        Some(password) => cmd.env(launch::PASSWORD_VAR, password),
+        None => cmd.env_remove(launch::PASSWORD_VAR),
     };
     // Ctrl-C belongs to opencode now; ocx just waits for it.
     process::install_interrupt_handler();

@@ -1,9 +1,11 @@
 //! `ocx gc`: clean up what crashes and killed servers left behind.
 //!
-//! It looks at everything under the store lock (records and process table at one moment), then
-//! acts outside it: stale records go through `stop::stop_one`, the same protocol as `ocx stop`,
-//! so nothing is signalled that ocx cannot vouch for.
+//! It decides under the store lock (records, files and process table at one moment), acts
+//! outside it through the same stop protocol as `ocx stop`, so nothing is signalled that ocx
+//! cannot vouch for, and deletes logs under the lock again, so a start that began meanwhile
+//! never loses its new log.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,25 +13,32 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::cli::GcArgs;
-use crate::cmd::{parallel_map, stop};
 use crate::home::{self, Home};
-use crate::output;
+use crate::instance::stop;
 use crate::process::{self, Marked, Processes};
-use crate::record::{self, Entry, Record, State};
+use crate::record::{self, Entry, InvalidKind, Record, State};
+use crate::server::Client;
+use crate::{output, parallel};
 
 /// A server whose start or stop was abandoned gets this long after TERM before KILL.
 const GRACE: Duration = Duration::from_secs(5);
+/// How long an abandoned start's server gets to answer its health check.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Default, Serialize)]
 struct Report {
     dry_run: bool,
     /// Records removed (or that would be), with how their instance ended.
     records: Vec<Stale>,
-    /// Processes with a marker of this home whose instance has no record, ended.
+    /// Abandoned starts whose server is healthy: recorded as running instead of ended.
+    promoted: Vec<String>,
+    /// Processes with a marker of this home whose instance has no record file at all, ended.
     orphans: Vec<Orphan>,
     /// Ports of removed instances still bound after their processes are gone.
     ghost_ports: Vec<GhostPort>,
     corrupt: Vec<MovedAside>,
+    /// Records written by a newer ocx: left where they are, their processes untouched.
+    newer: Vec<MovedAside>,
     temp_files: Vec<PathBuf>,
     logs_deleted: Vec<PathBuf>,
     /// Instances skipped because another ocx is starting or stopping them right now.
@@ -73,7 +82,16 @@ pub fn run(home: &Home, args: GcArgs) -> Result<()> {
     let mut report = Report { dry_run: args.dry_run, ..Report::default() };
     let survey = survey(home, args.dry_run, &mut report)?;
 
-    let outcomes = parallel_map(&survey.stale, 32, |(record, reason)| {
+    // An abandoned start whose server is healthy did everything but say so: keep it.
+    let (promote, stale): (Vec<_>, Vec<_>) = survey.stale.into_iter().partition(|(record, reason)| {
+        *reason == "abandoned start" && Client::for_record(record, HEALTH_TIMEOUT).health().is_ok_and(|h| h.healthy)
+    });
+    for (record, _) in &promote {
+        if args.dry_run || promote_to_running(home, &record.id)? {
+            report.promoted.push(record.id.clone());
+        }
+    }
+    let outcomes = parallel::map(&stale, 32, |(record, reason)| {
         if args.dry_run {
             let action = if *reason == "abandoned start" || *reason == "abandoned stop" { "stop" } else { "remove" };
             let port_free = process::port_is_free(&record.hostname, record.port);
@@ -89,7 +107,7 @@ pub fn run(home: &Home, args: GcArgs) -> Result<()> {
             };
             (stale, port_free, owner.map(|o| o.to_string()))
         } else {
-            let o = stop::stop_one(home, record, GRACE);
+            let o = stop::stop(home, record, GRACE);
             let result = match (o.result, o.signal) {
                 ("failed", _) => "failed",
                 (_, Some(_)) => "stopped",
@@ -107,7 +125,7 @@ pub fn run(home: &Home, args: GcArgs) -> Result<()> {
             (stale, o.port_free, o.port_owner)
         }
     });
-    for ((stale, port_free, owner), (record, _)) in outcomes.into_iter().zip(&survey.stale) {
+    for ((stale, port_free, owner), (record, _)) in outcomes.into_iter().zip(&stale) {
         if !port_free {
             report.ghost_ports.push(GhostPort { id: record.id.clone(), port: record.port, owner });
         }
@@ -118,17 +136,12 @@ pub fn run(home: &Home, args: GcArgs) -> Result<()> {
     if !args.dry_run {
         stop::end_all(&survey.orphans.iter().map(|m| m.proc).collect::<Vec<_>>());
     }
-    if args.logs {
-        report.logs_deleted = delete_logs(home, &survey.kept, args.dry_run)?;
-    }
-    if !args.dry_run {
-        remove_stale_locks(home);
-    }
+    finish_under_lock(home, &args, &mut report)?;
 
     if args.json {
         output::print_json(&serde_json::to_value(&report)?)?;
     } else {
-        print_summary(&report);
+        print_summary(&report)?;
     }
     Ok(())
 }
@@ -137,39 +150,58 @@ pub fn run(home: &Home, args: GcArgs) -> Result<()> {
 struct Survey {
     stale: Vec<(Record, &'static str)>,
     orphans: Vec<Marked>,
-    /// Ids of the records that stay.
-    kept: Vec<String>,
 }
 
-/// Look at records and processes at one moment (under the store lock, so no start is halfway
-/// between spawning and recording), and tidy the files: temp files and unreadable records.
+/// Look at files, records and processes at one moment, under the store lock (no start is
+/// halfway between spawning and recording), and tidy the files: temp files of writers that are
+/// gone, and records that cannot be read (moved aside; a newer schema's are left alone).
 fn survey(home: &Home, dry_run: bool, report: &mut Report) -> Result<Survey> {
     let _store = home.lock_store()?;
-    // No write is in progress while the store lock is held: any temp file is left over.
     let dir = home.instances_dir();
-    for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?.flatten() {
-        if home::is_temp_file(&entry.file_name().to_string_lossy()) {
-            if !dry_run {
-                std::fs::remove_file(entry.path())
-                    .with_context(|| format!("cannot remove {}", entry.path().display()))?;
-            }
-            report.temp_files.push(entry.path());
+    let temp_files: Vec<(PathBuf, Option<u32>)> = std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            home::is_temp_file(&name).then(|| (e.path(), home::temp_file_writer(&name)))
+        })
+        .collect();
+    // Updates of a record hold only its instance's lock: a temp file whose writer lives may be
+    // a write in progress.
+    let writers = Processes::of(&temp_files.iter().filter_map(|(_, pid)| *pid).collect::<Vec<_>>())?;
+    for (path, writer) in temp_files {
+        if writer.is_some_and(|pid| writers.get(pid).is_some()) {
+            continue;
         }
+        if !dry_run {
+            std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+        report.temp_files.push(path);
     }
+
     let entries = record::list(home)?;
     for entry in &entries {
-        if let Entry::Invalid(invalid) = entry {
-            let moved_to = if dry_run { None } else { Some(move_aside(&invalid.path)?) };
-            report.corrupt.push(MovedAside { path: invalid.path.clone(), moved_to, reason: invalid.reason.clone() });
-        }
+        let Entry::Invalid(invalid) = entry else { continue };
+        let moved = if invalid.kind == InvalidKind::Newer {
+            report.newer.push(MovedAside {
+                path: invalid.path.clone(),
+                moved_to: None,
+                reason: invalid.reason.clone(),
+            });
+            continue;
+        } else if dry_run {
+            None
+        } else {
+            Some(move_aside(&invalid.path)?)
+        };
+        report.corrupt.push(MovedAside { path: invalid.path.clone(), moved_to: moved, reason: invalid.reason.clone() });
     }
 
     let records = record::valid(&entries);
     let table = Processes::with_markers()?;
     let mut stale = Vec::new();
-    let mut kept = Vec::new();
     for record in records.iter() {
-        let reason = match (table.same(record.pid, record.pid_started_at), record.state) {
+        let reason = match (table.find(&record.server()), record.state) {
             (Some(_), State::Running) => None,
             (Some(_), State::Starting) => Some("abandoned start"),
             (Some(_), State::Stopping) => Some("abandoned stop"),
@@ -179,17 +211,44 @@ fn survey(home: &Home, dry_run: bool, report: &mut Report) -> Result<Survey> {
         // A start or stop whose ocx is alive holds the instance's lock: not abandoned, not ours.
         match reason {
             Some(reason) if home.try_lock_instance(&record.id)?.is_some() => stale.push((record.clone(), reason)),
-            Some(_) => {
-                report.busy.push(record.id.clone());
-                kept.push(record.id.clone());
-            }
-            None => kept.push(record.id.clone()),
+            Some(_) => report.busy.push(record.id.clone()),
+            None => {}
         }
     }
-    // Processes of stale records are ended by their stop; these have no record at all.
-    let orphans =
-        table.marked(home.root()).into_iter().filter(|m| !records.iter().any(|r| r.id == m.instance)).collect();
-    Ok(Survey { stale, orphans, kept })
+    // Processes of stale records are ended by their stop. An instance with any file in
+    // `instances/`, even one this ocx cannot read, is not forgotten: its processes are no orphans.
+    let protected = record::ids_on_disk(home)?;
+    let orphans = table.marked(home.root()).into_iter().filter(|m| !protected.contains(&m.instance)).collect();
+    Ok(Survey { stale, orphans })
+}
+
+/// Record an abandoned start as running, if it still is an abandoned start. False if another
+/// ocx got to it first.
+fn promote_to_running(home: &Home, id: &str) -> Result<bool> {
+    let Some(_lock) = home.try_lock_instance(id)? else { return Ok(false) };
+    let Some(mut record) = record::load(home, id)? else { return Ok(false) };
+    if record.state != State::Starting {
+        return Ok(false);
+    }
+    record.state = State::Running;
+    record::save(home, &record)?;
+    Ok(true)
+}
+
+/// Under the store lock again: delete the logs of instances that have no file in `instances/`
+/// (with --logs), and lock files nobody holds of instances without a record. A start creates
+/// its record, log and lock file within one store-locked section, so none of its files is
+/// ever taken for a leftover.
+fn finish_under_lock(home: &Home, args: &GcArgs, report: &mut Report) -> Result<()> {
+    let _store = home.lock_store()?;
+    let on_disk = record::ids_on_disk(home)?;
+    if args.logs {
+        report.logs_deleted = delete_logs(home, &on_disk, args.dry_run)?;
+    }
+    if !args.dry_run {
+        remove_stale_locks(home, &on_disk);
+    }
+    Ok(())
 }
 
 /// Rename `x.json` to `x.json.corrupt` (or `.corrupt.N` if taken); never deletes it.
@@ -206,13 +265,13 @@ fn move_aside(path: &Path) -> Result<PathBuf> {
 }
 
 /// Delete `logs/<id>.log` of every id not in `kept`.
-fn delete_logs(home: &Home, kept: &[String], dry_run: bool) -> Result<Vec<PathBuf>> {
+fn delete_logs(home: &Home, kept: &HashSet<String>, dry_run: bool) -> Result<Vec<PathBuf>> {
     let mut deleted = Vec::new();
     let dir = home.logs_dir();
     for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(id) = name.strip_suffix(".log") else { continue };
-        if kept.iter().any(|k| k == id) {
+        if kept.contains(id) {
             continue;
         }
         if !dry_run {
@@ -223,15 +282,13 @@ fn delete_logs(home: &Home, kept: &[String], dry_run: bool) -> Result<Vec<PathBu
     Ok(deleted)
 }
 
-/// Lock files of instances without a record, when nobody holds them. Under the store lock: a
-/// start creates its lock file and its record within one store-locked section.
-fn remove_stale_locks(home: &Home) {
-    let Ok(_store) = home.lock_store() else { return };
+/// Lock files of instances without a record, when nobody holds them.
+fn remove_stale_locks(home: &Home, on_disk: &HashSet<String>) {
     let Ok(dir) = std::fs::read_dir(home.locks_dir()) else { return };
     for entry in dir.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(id) = name.strip_suffix(".lock").filter(|id| record::is_valid_id(id)) else { continue };
-        if !home.record_path(id).exists()
+        if !on_disk.contains(id)
             && let Ok(Some(_lock)) = home.try_lock_instance(id)
         {
             home.remove_instance_lock(id);
@@ -239,13 +296,9 @@ fn remove_stale_locks(home: &Home) {
     }
 }
 
-fn print_summary(report: &Report) {
+fn print_summary(report: &Report) -> Result<()> {
     let would = |done: &str, planned: &str| if report.dry_run { planned.to_string() } else { done.to_string() };
-    let mut said = false;
-    let mut say = |line: String| {
-        said = true;
-        println!("{line}");
-    };
+    let mut lines = Vec::new();
     for r in &report.records {
         let name = r.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default();
         let how = match (r.signal, r.orphans_ended) {
@@ -255,10 +308,16 @@ fn print_summary(report: &Report) {
             (None, n) => format!("; ended {n} process(es) it left behind"),
         };
         let error = r.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default();
-        say(format!("{} {}{name}: {}{how}{error}", r.result, r.id, r.reason));
+        lines.push(format!("{} {}{name}: {}{how}{error}", r.result, r.id, r.reason));
+    }
+    for id in &report.promoted {
+        lines.push(format!(
+            "{} {id}: its start was abandoned, but the server is healthy",
+            would("recorded as running", "would record as running")
+        ));
     }
     for o in &report.orphans {
-        say(format!(
+        lines.push(format!(
             "{} PID {}: carries the marker of instance {}, which has no record",
             would("ended", "would end"),
             o.pid,
@@ -267,30 +326,42 @@ fn print_summary(report: &Report) {
     }
     for g in &report.ghost_ports {
         let owner = g.owner.as_deref().unwrap_or("an owner the OS does not name");
-        say(format!("ghost port {} of instance {}: still bound, by {owner}", g.port, g.id));
+        lines.push(format!("ghost port {} of instance {}: still bound, by {owner}", g.port, g.id));
     }
     for c in &report.corrupt {
         let target = c.moved_to.as_ref().map_or("<file>.corrupt".to_string(), |t| t.display().to_string());
-        say(format!("{} {} to {target}: {}", would("moved aside", "would move aside"), c.path.display(), c.reason));
+        lines.push(format!(
+            "{} {} to {target}: {}",
+            would("moved aside", "would move aside"),
+            c.path.display(),
+            c.reason
+        ));
+    }
+    for n in &report.newer {
+        lines.push(format!("left alone {}: {}", n.path.display(), n.reason));
     }
     if !report.temp_files.is_empty() {
-        say(format!(
+        lines.push(format!(
             "{} {} temp file(s) of interrupted writes",
             would("removed", "would remove"),
             report.temp_files.len()
         ));
     }
     if !report.logs_deleted.is_empty() {
-        say(format!(
+        lines.push(format!(
             "{} {} log(s) of instances that no longer exist",
             would("deleted", "would delete"),
             report.logs_deleted.len()
         ));
     }
     for id in &report.busy {
-        say(format!("skipped {id}: another ocx is starting or stopping it"));
+        lines.push(format!("skipped {id}: another ocx is starting or stopping it"));
     }
-    if !said {
-        println!("nothing to clean up");
+    if lines.is_empty() {
+        lines.push("nothing to clean up".to_string());
     }
+    for line in lines {
+        output::line(line)?;
+    }
+    Ok(())
 }

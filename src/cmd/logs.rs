@@ -1,7 +1,7 @@
 //! `ocx logs`: the end of a server's log, and `-f` to follow it.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,15 +9,13 @@ use anyhow::{Context, Result};
 
 use crate::cli::LogsArgs;
 use crate::home::Home;
-use crate::record;
+use crate::{output, record};
 
 pub fn run(home: &Home, args: LogsArgs) -> Result<()> {
     let path = log_of(home, args.instance.as_deref())?;
     let mut file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
     let (tail, mut offset) = tail(&mut file, args.lines).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut out = std::io::stdout().lock();
-    out.write_all(&tail)?;
-    out.flush()?;
+    output::write(&tail)?;
     if !args.follow {
         return Ok(());
     }
@@ -34,8 +32,7 @@ pub fn run(home: &Home, args: LogsArgs) -> Result<()> {
         file.seek(SeekFrom::Start(offset))?;
         buf.clear();
         offset += file.read_to_end(&mut buf)? as u64;
-        out.write_all(&buf)?;
-        out.flush()?;
+        output::write(&buf)?;
     }
 }
 

@@ -1,7 +1,6 @@
-//! `ocx ls`: every instance with its observed status, from one process-table refresh and
-//! health checks in parallel.
+//! `ocx ls`: every instance with its observed status (`instance::observe`), and with `--all`
+//! the `opencode serve` processes ocx does not manage.
 
-use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -9,39 +8,23 @@ use comfy_table::Color;
 use serde_json::json;
 
 use crate::cli::LsArgs;
-use crate::cmd::parallel_map;
 use crate::home::Home;
+use crate::instance;
 use crate::output;
 use crate::process::Processes;
-use crate::record::{self, Entry, Record, State};
-use crate::server::Client;
-
-/// A hung server must not make `ls` slow: each health check gets this long at most.
-const HEALTH_TIMEOUT: Duration = Duration::from_millis(800);
-/// At most this many health checks at once.
-const PARALLEL: usize = 32;
-
-/// What `ls` observed about one record.
-pub struct Observed {
-    pub status: &'static str,
-    pub healthy: Option<bool>,
-    pub version: Option<String>,
-    pub uptime_s: Option<u64>,
-    pub rss_bytes: Option<u64>,
-}
+use crate::record::{self, Entry, InvalidKind};
 
 pub fn run(home: &Home, args: LsArgs) -> Result<()> {
     let entries = record::list(home)?;
     let records = record::valid(&entries);
     if args.quiet {
-        let mut out = std::io::stdout().lock();
         for r in &records {
-            writeln!(out, "{}", r.id)?;
+            output::line(&r.id)?;
         }
         return Ok(());
     }
-    let observed = observe(&records)?;
-    let unmanaged = if args.all { unmanaged(&records)? } else { Vec::new() };
+    let observed = instance::observe(&records)?;
+    let unmanaged = if args.all { unmanaged(home)? } else { Vec::new() };
     let invalid = entries.iter().filter_map(|e| match e {
         Entry::Invalid(i) => Some(i),
         Entry::Valid(_) => None,
@@ -110,15 +93,26 @@ pub fn run(home: &Home, args: LsArgs) -> Result<()> {
         ]);
     }
     output::print_table(&mut table)?;
-    for refused in entries.iter().filter_map(|e| match e {
-        Entry::Invalid(i) if i.refused => Some(i),
-        _ => None,
+    for invalid in entries.iter().filter_map(|e| match e {
+        Entry::Invalid(i) => Some(i),
+        Entry::Valid(_) => None,
     }) {
-        eprintln!("warning: refusing {}: owned by another user or writable by others", refused.path.display());
+        match invalid.kind {
+            InvalidKind::Refused => output::note(format_args!(
+                "warning: refusing {}: owned by another user or writable by others",
+                invalid.path.display()
+            )),
+            InvalidKind::Newer => output::note(format_args!(
+                "warning: {} was written by a newer ocx; upgrade ocx to manage that instance",
+                invalid.path.display()
+            )),
+            InvalidKind::Corrupt => {}
+        }
     }
-    let stale = observed.iter().filter(|o| o.status == "dead").count() + entries.len() - records.len();
+    let cleanable = entries.iter().filter(|e| matches!(e, Entry::Invalid(i) if i.kind != InvalidKind::Newer)).count();
+    let stale = observed.iter().filter(|o| o.status == "dead").count() + cleanable;
     if stale > 0 {
-        eprintln!("hint: {stale} record(s) are dead, corrupt or refused; `ocx gc` cleans them up");
+        output::note(format_args!("hint: {stale} record(s) are dead, corrupt or refused; `ocx gc` cleans them up"));
     }
     Ok(())
 }
@@ -129,32 +123,6 @@ fn status_color(status: &str) -> Color {
         "starting" | "stopping" => Color::Yellow,
         _ => Color::Red,
     }
-}
-
-/// Observe every record: one targeted process-table refresh, then health checks in parallel
-/// for the live ones.
-pub fn observe(records: &[Record]) -> Result<Vec<Observed>> {
-    let table = Processes::of(&records.iter().map(|r| r.pid).collect::<Vec<_>>())?;
-    let now = output::now_secs();
-    Ok(parallel_map(records, PARALLEL, |r| {
-        let Some(proc) = table.same(r.pid, r.pid_started_at) else {
-            return Observed { status: "dead", healthy: None, version: None, uptime_s: None, rss_bytes: None };
-        };
-        let uptime_s = Some(now.saturating_sub(proc.start_time));
-        let rss_bytes = Some(proc.rss);
-        if r.state == State::Stopping {
-            return Observed { status: "stopping", healthy: None, version: None, uptime_s, rss_bytes };
-        }
-        let health = Client::for_record(r, HEALTH_TIMEOUT).health();
-        let healthy = health.as_ref().is_ok_and(|h| h.healthy);
-        // Observed health wins over the recorded intent: a start whose ocx died may be healthy.
-        let status = match (healthy, r.state) {
-            (true, _) => "running",
-            (false, State::Starting) => "starting",
-            (false, _) => "unhealthy",
-        };
-        Observed { status, healthy: Some(healthy), version: health.ok().and_then(|h| h.version), uptime_s, rss_bytes }
-    }))
 }
 
 /// An `opencode serve` process that no record accounts for.
@@ -172,12 +140,15 @@ impl Unmanaged {
     }
 }
 
-fn unmanaged(records: &[Record]) -> Result<Vec<Unmanaged>> {
+/// `opencode serve` processes without this home's marker. Whatever carries it belongs to an
+/// instance, also a server started through a wrapper (whose PID the record does not name).
+fn unmanaged(home: &Home) -> Result<Vec<Unmanaged>> {
     let table = Processes::all()?;
+    let ours: Vec<u32> = table.marked(home.root()).iter().map(|m| m.proc.pid).collect();
     Ok(table
         .opencode_servers()
         .into_iter()
-        .filter(|(p, _)| !records.iter().any(|r| r.pid == p.pid && r.pid_started_at == p.start_time))
+        .filter(|(p, _)| !ours.contains(&p.pid))
         .map(|(p, command)| {
             let flag = |name: &str| command.iter().position(|a| a == name).and_then(|i| command.get(i + 1)).cloned();
             Unmanaged {

@@ -4,7 +4,7 @@
 //! stream drops, ocx reconnects and fetches the session's messages to print what it missed.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -15,9 +15,10 @@ use serde_json::{Value, json};
 use crate::cli::{Format, RunArgs};
 use crate::error::{Failure, code};
 use crate::home::Home;
-use crate::process::{self, Processes};
+use crate::instance;
 use crate::record::{self, Record};
 use crate::server::{Client, Events};
+use crate::{output, process};
 
 /// Every request but the event stream gets this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,7 +35,7 @@ pub fn run(home: &Home, args: RunArgs) -> Result<()> {
     let record = record.clone();
     let directory = match &args.dir {
         Some(dir) => Some(
-            dir.canonicalize()
+            dunce::canonicalize(dir)
                 .with_context(|| format!("the directory {} does not exist", dir.display()))?
                 .to_string_lossy()
                 .into_owned(),
@@ -48,9 +49,11 @@ pub fn run(home: &Home, args: RunArgs) -> Result<()> {
 
     process::install_interrupt_handler();
     let mut turn = Turn::new(&client, &record, session, &args);
-    let result = turn.run(&body);
-    turn.finish_output();
-    eprintln!("session: {}", turn.session);
+    let result = turn.run(&body).and_then(|()| Ok(turn.finish_output()?));
+    output::note(format_args!("session: {}", turn.session));
+    // Dropping the turn aborts the prompt on the server if it did not finish (a closed pipe,
+    // an error, a panic): no agent goes on working after ocx is gone.
+    drop(turn);
     result
 }
 
@@ -89,12 +92,7 @@ fn read_prompt(words: &[String]) -> Result<String> {
 
 fn ensure_running(record: &Record, client: &Client) -> Result<()> {
     let label = record.label();
-    if Processes::of(&[record.pid])?.same(record.pid, record.pid_started_at).is_none() {
-        return Err(anyhow!(
-            Failure::new(code::FAILED, format!("instance {label} is not running (its server process is gone)"))
-                .hint(format!("start a new one with `ocx start`; `ocx stop {label}` removes the old record"))
-        ));
-    }
+    instance::require_server(record)?;
     match client.health() {
         Ok(health) if health.healthy => Ok(()),
         Ok(_) => Err(anyhow!(Failure::new(code::FAILED, format!("instance {label} reports itself unhealthy")))),
@@ -109,7 +107,7 @@ fn ensure_running(record: &Record, client: &Client) -> Result<()> {
 fn prompt_body(prompt: &str, args: &RunArgs) -> Result<Value> {
     let mut parts = vec![json!({"type": "text", "text": prompt})];
     for file in &args.files {
-        let path = file.canonicalize().with_context(|| format!("cannot read --file {}", file.display()))?;
+        let path = dunce::canonicalize(file).with_context(|| format!("cannot read --file {}", file.display()))?;
         parts.push(json!({
             "type": "file",
             "mime": mime_of(&path),
@@ -235,6 +233,9 @@ struct Turn<'a> {
     error: Option<String>,
     /// Set once ocx asked the server to abort, so the abort's own error is not reported.
     aborting: bool,
+    /// The prompt was sent and the session has not gone idle (nor been aborted) since: if the
+    /// turn ends now, the server is still working on it.
+    in_flight: bool,
 }
 
 impl<'a> Turn<'a> {
@@ -256,22 +257,28 @@ impl<'a> Turn<'a> {
             stdout_is_terminal: std::io::stdout().is_terminal(),
             error: None,
             aborting: false,
+            in_flight: false,
         }
     }
 
     fn run(&mut self, body: &Value) -> Result<()> {
         let mut events = self.subscribe().context("cannot subscribe to the server's events")?;
+        self.in_flight = true;
         self.client.prompt_async(&self.session, body)?;
         loop {
             match events.recv_timeout(Duration::from_millis(100)) {
                 Ok(Some(event)) => {
                     if self.handle(&event)? == Step::Done {
+                        self.in_flight = false;
                         break;
                     }
                 }
                 Ok(None) | Err(RecvTimeoutError::Disconnected) => match self.reconnect()? {
                     Some(again) => events = again,
-                    None => break,
+                    None => {
+                        self.in_flight = false;
+                        break;
+                    }
                 },
                 Err(RecvTimeoutError::Timeout) => {}
             }
@@ -317,7 +324,8 @@ impl<'a> Turn<'a> {
         // Deltas that arrive from now on may not follow the ones already printed.
         self.in_sync.clear();
         for delay in RECONNECT_DELAYS_MS {
-            if Processes::of(&[self.record.pid])?.same(self.record.pid, self.record.pid_started_at).is_none() {
+            if instance::server(self.record)?.is_none() {
+                self.in_flight = false;
                 return Err(anyhow!(
                     Failure::new(code::FAILED, format!("instance {} died while answering", self.record.label()))
                         .hint(format!("see its log: ocx logs {}", self.record.id))
@@ -410,6 +418,7 @@ impl<'a> Turn<'a> {
                 if self.retries.is_some_and(|limit| attempt > u64::from(limit)) {
                     self.error = Some(message.to_string());
                     self.aborting = true;
+                    self.in_flight = false;
                     let _ = self.client.abort(&self.session);
                     return Ok(Step::Done);
                 }
@@ -481,15 +490,13 @@ impl<'a> Turn<'a> {
         if self.format != Format::Text || text.is_empty() {
             return Ok(());
         }
-        let mut out = std::io::stdout().lock();
         if self.last_text_part.as_deref() != Some(part) {
             if !self.at_line_start {
-                out.write_all(b"\n")?;
+                output::write(b"\n")?;
             }
             self.last_text_part = Some(part.to_string());
         }
-        out.write_all(text.as_bytes())?;
-        out.flush()?;
+        output::write(text.as_bytes())?;
         self.at_line_start = text.ends_with('\n');
         Ok(())
     }
@@ -503,24 +510,23 @@ impl<'a> Turn<'a> {
         if let (Some(line), Some(fields)) = (line.as_object_mut(), fields.as_object()) {
             line.extend(fields.clone());
         }
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{line}")?;
-        out.flush()?;
+        output::line(line)?;
         Ok(())
     }
 
     /// A line on stderr; on a shared terminal, first end the answer's line.
     fn note(&mut self, line: &str) {
         if self.format == Format::Text && self.stdout_is_terminal && !self.at_line_start {
-            println!();
+            let _ = output::write(b"\n");
             self.at_line_start = true;
         }
-        eprintln!("{line}");
+        output::note(line);
     }
 
     /// Ask the server to stop the prompt and wait (briefly) until the session is idle.
     fn abort(&mut self, events: &Receiver<Option<Value>>) {
         self.aborting = true;
+        self.in_flight = false;
         let _ = self.client.abort(&self.session);
         let deadline = Instant::now() + SETTLE;
         while Instant::now() < deadline {
@@ -536,10 +542,20 @@ impl<'a> Turn<'a> {
         }
     }
 
-    fn finish_output(&mut self) {
+    /// End the answer's last line.
+    fn finish_output(&mut self) -> std::io::Result<()> {
         if self.format == Format::Text && !self.at_line_start {
-            println!();
+            output::write(b"\n")?;
             self.at_line_start = true;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if self.in_flight {
+            let _ = self.client.abort(&self.session);
         }
     }
 }

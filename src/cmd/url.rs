@@ -1,20 +1,43 @@
 //! `ocx url`: an instance's URL, optionally with its credentials, for curl and other clients.
 
-use std::io::Write;
-
 use anyhow::Result;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::cli::UrlArgs;
 use crate::home::Home;
-use crate::record;
+use crate::{output, record};
+
+/// What must be escaped in a URL's user info: everything but RFC 3986's unreserved characters
+/// (a password with `@`, `:` or `/` would otherwise change where the URL points).
+const USERINFO: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 pub fn run(home: &Home, args: UrlArgs) -> Result<()> {
     let records = record::valid(&record::list(home)?);
     let r = record::resolve_default(&records, args.instance.as_deref())?;
     let url = match (&r.password, args.with_credentials) {
-        (Some(password), true) => r.url.replacen("://", &format!("://{}:{password}@", r.username), 1),
+        (Some(password), true) => with_credentials(&r.url, &r.username, password),
         _ => r.url.clone(),
     };
-    writeln!(std::io::stdout().lock(), "{url}")?;
+    output::line(url)?;
     Ok(())
+}
+
+fn with_credentials(url: &str, username: &str, password: &str) -> String {
+    let userinfo = format!("{}:{}@", utf8_percent_encode(username, USERINFO), utf8_percent_encode(password, USERINFO));
+    url.replacen("://", &format!("://{userinfo}"), 1)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn credentials_are_percent_encoded() {
+        assert_eq!(
+            super::with_credentials("http://127.0.0.1:5", "opencode", "abc123"),
+            "http://opencode:abc123@127.0.0.1:5"
+        );
+        assert_eq!(
+            super::with_credentials("http://127.0.0.1:5", "a:b", "p@ss:w/rd?#%é"),
+            "http://a%3Ab:p%40ss%3Aw%2Frd%3F%23%25%C3%A9@127.0.0.1:5"
+        );
+    }
 }

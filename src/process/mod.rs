@@ -9,12 +9,15 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
 use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System, UpdateKind};
 
 #[cfg_attr(unix, path = "unix.rs")]
 #[cfg_attr(windows, path = "windows.rs")]
 mod imp;
 
+#[cfg(test)]
+pub use imp::make_executable;
 pub use imp::{
     create_private_dir_all, create_private_file, detach, install_interrupt_handler, interrupted, is_trusted,
     open_lock_file, open_private_log, port_owner, sync_dir,
@@ -29,9 +32,45 @@ pub const MARKER_HOME: &str = "OCX_HOME";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Proc {
     pub pid: u32,
-    /// Seconds since the Unix epoch, as the OS reports it.
+    /// Seconds since the Unix epoch, as the OS reports it: for display.
     pub start_time: u64,
+    /// The start time in the platform's own exact units (see `ProcId::start_key`).
+    pub start_key: u64,
     pub rss: u64,
+}
+
+impl Proc {
+    /// How a record names this process.
+    pub fn id(&self) -> ProcId {
+        ProcId { pid: self.pid, started_at: self.start_time, start_key: Some(self.start_key) }
+    }
+}
+
+/// A process as a record names it: a PID and when that PID started. A live process with the
+/// same PID but another start is a different process (the PID was reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcId {
+    pub pid: u32,
+    /// Seconds since the Unix epoch. On Linux this is derived from the boot time and the wall
+    /// clock, so it can be a second off (or more after a clock step): shown, not compared,
+    /// whenever `start_key` is known.
+    pub started_at: u64,
+    /// The start time exactly as the OS keeps it: clock ticks since boot on Linux (field 22 of
+    /// `/proc/PID/stat`), the creation FILETIME on Windows, seconds elsewhere. Absent in records
+    /// written before it existed; those are matched on `started_at` within a second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_key: Option<u64>,
+}
+
+impl ProcId {
+    /// Whether the live process `p` is this one.
+    pub fn matches(&self, p: &Proc) -> bool {
+        p.pid == self.pid
+            && match self.start_key {
+                Some(key) => p.start_key == key,
+                None => p.start_time.abs_diff(self.started_at) <= 1,
+            }
+    }
 }
 
 /// A process carrying an ocx marker.
@@ -118,12 +157,14 @@ impl Processes {
         if exited {
             return None;
         }
-        Some(Proc { pid, start_time: p.start_time(), rss: p.memory() })
+        // Read after the snapshot: a process that exited meanwhile has no start key, and is gone.
+        let start_key = imp::start_key(pid, p.start_time())?;
+        Some(Proc { pid, start_time: p.start_time(), start_key, rss: p.memory() })
     }
 
-    /// The live process with this PID, only if it is the one that started at `started_at`.
-    pub fn same(&self, pid: u32, started_at: u64) -> Option<Proc> {
-        self.get(pid).filter(|p| p.start_time == started_at)
+    /// The live process `id` names, if it is still that process.
+    pub fn find(&self, id: &ProcId) -> Option<Proc> {
+        self.get(id.pid).filter(|p| id.matches(p))
     }
 
     /// Every live process carrying the marker of `home` (all instances), never ocx itself.
@@ -208,7 +249,7 @@ fn send(pinned: &imp::Pinned, signal: Signal) -> std::io::Result<()> {
 
 /// Whether a process is still the same live process, refreshing just that PID.
 pub fn is_alive(proc: &Proc) -> bool {
-    Processes::of(&[proc.pid]).is_ok_and(|t| t.same(proc.pid, proc.start_time).is_some())
+    Processes::of(&[proc.pid]).is_ok_and(|t| t.find(&proc.id()).is_some())
 }
 
 /// Poll until the process is gone or `timeout` passes; true if it is gone.
@@ -223,6 +264,13 @@ pub fn wait_gone(proc: &Proc, timeout: Duration) -> bool {
         }
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// Whether a write failed because the reader went away: EPIPE, or on Windows also
+/// `ERROR_PIPE_NOT_CONNECTED` (233), which Rust does not map to `BrokenPipe` (Wine reports a
+/// closed pipe that way, and real Windows can for named pipes).
+pub fn is_closed_pipe(err: &std::io::Error) -> bool {
+    err.kind() == std::io::ErrorKind::BrokenPipe || (cfg!(windows) && err.raw_os_error() == Some(233))
 }
 
 /// Pick a free port on `host` by binding port 0 and closing the socket again.

@@ -135,6 +135,12 @@ pub fn open_private_log(path: &Path) -> io::Result<File> {
     OpenOptions::new().append(true).create(true).mode(0o600).open(path)
 }
 
+/// Let the owner run a file (mode 0755).
+#[cfg(test)]
+pub fn make_executable(path: &Path) -> io::Result<()> {
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+}
+
 /// Make a rename in `dir` durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -159,6 +165,24 @@ pub fn still_exiting(pid: u32) -> bool {
     {
         let _ = pid;
         false
+    }
+}
+
+/// A process's start time in the OS's exact units: on Linux the clock ticks since boot at
+/// which it started (field 22 of `/proc/PID/stat`; immune to clock steps); elsewhere the
+/// seconds the OS reports. None if the process is gone.
+pub fn start_key(pid: u32, start_time: u64) -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = start_time;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+        stat.rsplit_once(") ")?.1.split_whitespace().nth(19)?.parse().ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        Some(start_time)
     }
 }
 

@@ -99,6 +99,12 @@ pub fn open_private_log(path: &Path) -> io::Result<File> {
     OpenOptions::new().append(true).create(true).open(path)
 }
 
+/// Windows runs files by their extension; nothing to set.
+#[cfg(test)]
+pub fn make_executable(_path: &Path) -> io::Result<()> {
+    Ok(())
+}
+
 /// Directories cannot be opened for syncing on Windows; the rename itself is atomic.
 pub fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
@@ -112,6 +118,25 @@ pub fn is_trusted(_meta: &Metadata) -> bool {
 /// Windows has no zombies that still run threads.
 pub fn still_exiting(_pid: u32) -> bool {
     false
+}
+
+/// A process's creation time as a FILETIME (100 ns since 1601): exact, unlike the seconds
+/// sysinfo reports. None if the process is gone or cannot be opened.
+pub fn start_key(pid: u32, _start_time: u64) -> Option<u64> {
+    use windows_sys::Win32::Foundation::FILETIME;
+    use windows_sys::Win32::System::Threading::{GetProcessTimes, PROCESS_QUERY_LIMITED_INFORMATION};
+    // SAFETY: the handle is checked, used once and closed.
+    unsafe {
+        let handle = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, FALSE, pid);
+        if handle.is_null() {
+            return None;
+        }
+        let zero = FILETIME { dwLowDateTime: 0, dwHighDateTime: 0 };
+        let (mut created, mut exited, mut kernel, mut user) = (zero, zero, zero, zero);
+        let ok = GetProcessTimes(handle, &mut created, &mut exited, &mut kernel, &mut user);
+        CloseHandle(handle);
+        (ok != FALSE).then(|| u64::from(created.dwHighDateTime) << 32 | u64::from(created.dwLowDateTime))
+    }
 }
 
 /// Not looked up on Windows yet.

@@ -1,6 +1,5 @@
 //! `ocx gc` and crash safety: no lost records, no stray processes, no killed strangers.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -9,26 +8,11 @@ use serde_json::Value;
 use crate::basics::{save_record, write_record};
 use crate::support::{Guard, TestEnv, cmdline, finish, is_gone, wait_for};
 
-/// Start `ocx ARGS` paused at `point` (see `pause_point` in src/cmd/mod.rs) and return it once it
-/// got there, ready to be SIGKILLed.
 fn paused_at(env: &TestEnv, args: &[&str], point: &str) -> Child {
-    let mut child = env
-        .ocx()
-        .args(args)
-        .env("OCX_TEST_PAUSE_AT", point)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), format!("ocx: paused at {point}"));
-    child
+    env.paused_at(args, point)
 }
 
-fn sigkill(child: &mut Child) {
+pub fn sigkill(child: &mut Child) {
     child.kill().unwrap();
     child.wait().unwrap();
 }
@@ -70,8 +54,11 @@ fn twelve_concurrent_starts_give_twelve_healthy_instances() {
 #[test]
 fn ocx_killed_anywhere_in_start_leaves_whole_records_and_gc_cleans_up() {
     let env = TestEnv::new();
+    // A server that never gets healthy: gc ends an abandoned start unless it is healthy (a
+    // healthy one is kept; see `sweep::gc_keeps_an_abandoned_start_whose_server_is_healthy`).
+    let sleeper = env.fake_binary("sleeper", "exec sleep 300");
     for point in ["start:before-spawn", "start:after-spawn", "start:waiting"] {
-        let mut child = paused_at(&env, &["start"], point);
+        let mut child = paused_at(&env, &["start", "--opencode", sleeper.to_str().unwrap()], point);
         sigkill(&mut child);
         assert_records_whole(&env);
         let expected_records = usize::from(point == "start:waiting");
@@ -204,29 +191,35 @@ fn bad_records_are_moved_aside_and_others_keep_working() {
     let listed = env.ls();
     assert_eq!(listed.len(), 6);
     assert_eq!(listed[0]["status"], "running", "the live instance is unaffected");
-    assert!(listed[1..].iter().all(|r| r["status"] == "corrupt"), "{listed:?}");
+    let status = |id: &str| listed.iter().find(|r| r["id"] == id).unwrap()["status"].clone();
+    assert_eq!(status("newer1"), "newer");
+    for id in ["empty1", "port99", "shape1", "trunc1"] {
+        assert_eq!(status(id), "corrupt", "{listed:?}");
+    }
     env.run(&["ls"]).success().stderr_has("ocx gc");
     env.run(&["url", "live"]).success();
 
     let dry = env.run(&["gc", "--dry-run", "--json"]).success().json();
-    assert_eq!(dry["corrupt"].as_array().unwrap().len(), 5);
+    assert_eq!(dry["corrupt"].as_array().unwrap().len(), 4);
     assert_eq!(env.record_files().len(), 7, "--dry-run moved nothing");
 
     let report = env.run(&["gc", "--json"]).success().json();
-    assert_eq!(report["corrupt"].as_array().unwrap().len(), 5);
+    assert_eq!(report["corrupt"].as_array().unwrap().len(), 4);
+    assert_eq!(report["newer"].as_array().unwrap().len(), 1, "a newer schema's record is left alone");
     assert_eq!(report["temp_files"].as_array().unwrap().len(), 1);
     let mut names = env.record_files();
     names.sort();
     let live_file = format!("{}.json", live["id"].as_str().unwrap());
-    let mut expected: Vec<String> = ["empty1", "newer1", "port99", "shape1", "trunc1"]
+    let mut expected: Vec<String> = ["empty1", "port99", "shape1", "trunc1"]
         .iter()
         .map(|id| format!("{id}.json.corrupt"))
-        .chain([live_file])
+        .chain([live_file, "newer1.json".to_string()])
         .collect();
     expected.sort();
     assert_eq!(names, expected, "moved aside, never deleted");
-    assert_eq!(env.ls().len(), 1);
-    assert_eq!(env.run(&["gc"]).success().stdout, "nothing to clean up\n");
+    assert_eq!(env.ls().len(), 2);
+    let again = env.run(&["gc"]).success().stdout.clone();
+    assert!(again.starts_with("left alone") && again.lines().count() == 1, "{again}");
 }
 
 #[test]

@@ -9,3 +9,4 @@ mod gc;
 mod lifecycle;
 mod run;
 mod smoke;
+mod sweep;

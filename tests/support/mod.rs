@@ -3,16 +3,15 @@
 
 #![allow(dead_code)]
 
-#[path = "../../src/base64.rs"]
-mod base64;
 pub mod fake_model;
 pub mod proxy;
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -105,20 +104,21 @@ impl Run {
     }
 }
 
-/// Wait for a child with a deadline, collecting its output; kill it and panic if it hangs.
+/// Wait for a child with a deadline, collecting what is piped of its output; kill it and panic
+/// if it hangs.
 pub fn finish(mut child: Child, what: &str) -> Run {
-    let mut out = child.stdout.take().expect("stdout piped");
-    let mut err = child.stderr.take().expect("stderr piped");
-    let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
+    // Whatever of stdout and stderr is still piped (a test may have taken one).
+    let read_all = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut s);
+            }
+            s
+        })
+    };
+    let out_reader = read_all(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err_reader = read_all(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
     let deadline = Instant::now() + RUN_DEADLINE;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -197,6 +197,31 @@ impl TestEnv {
         let child =
             self.ocx().args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         finish(child, &format!("ocx {}", args.join(" ")))
+    }
+
+    /// Start `ocx ARGS` paused at `point` (see `src/hooks.rs`) and return it once it got there,
+    /// ready to be SIGKILLed.
+    pub fn paused_at(&self, args: &[&str], point: &str) -> Child {
+        let mut child = self
+            .ocx()
+            .args(args)
+            .env("OCX_TEST_PAUSE_AT", point)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), format!("ocx: paused at {point}"));
+        child
+    }
+
+    /// The instance's record file as JSON.
+    pub fn record(&self, id: &str) -> Value {
+        let path = self.ocx_home.join(format!("instances/{id}.json"));
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
     }
 
     /// `ocx start --json ARGS` → the one started record.
@@ -356,5 +381,5 @@ pub fn http(timeout: Duration) -> ureq::Agent {
 pub fn basic_auth(record: &Value) -> String {
     let user = record["username"].as_str().unwrap();
     let password = record["password"].as_str().expect("the record needs --show-secrets for its password");
-    format!("Basic {}", base64::encode(format!("{user}:{password}").as_bytes()))
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
 }

@@ -1,0 +1,166 @@
+//! Stopping an instance: take its lock, vouch for the server (PID, start time, marker), mark
+//! the intent `stopping`, TERM → grace → KILL, end every process still carrying the marker,
+//! check the port, delete the record. The log stays.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow};
+use serde::Serialize;
+
+use crate::home::Home;
+use crate::hooks;
+use crate::instance::{self, Vouch};
+use crate::process::{self, PortOwner, Proc, Processes, Signal};
+use crate::record::{self, Record, State};
+
+/// How long the processes left behind by a server get between TERM and KILL.
+const ORPHAN_GRACE: Duration = Duration::from_secs(2);
+/// How long a process gets to disappear after KILL.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+/// How long a freed port may take to show as free.
+const PORT_WAIT: Duration = Duration::from_secs(2);
+
+/// What happened to one instance.
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    pub id: String,
+    pub name: Option<String>,
+    /// `stopped`, `already gone` (dead, or stopped by another ocx meanwhile) or `failed`.
+    pub result: &'static str,
+    /// The signal that ended the server: `TERM`, `KILL`, or none when it was already gone.
+    pub signal: Option<&'static str>,
+    pub duration_ms: u64,
+    /// Processes with the instance's marker that outlived the server and were ended.
+    pub orphans_ended: usize,
+    pub port: u16,
+    pub port_free: bool,
+    /// Who still holds the port, where the OS tells.
+    pub port_owner: Option<String>,
+    /// Something the user should know although the stop went through, e.g. that the polite
+    /// signal could not be delivered and the server was ended at once.
+    pub note: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Stop one instance; never fails outright, the outcome says what went wrong.
+pub fn stop(home: &Home, record: &Record, grace: Duration) -> Outcome {
+    let began = Instant::now();
+    let mut outcome = Outcome {
+        id: record.id.clone(),
+        name: record.name.clone(),
+        result: "failed",
+        signal: None,
+        duration_ms: 0,
+        orphans_ended: 0,
+        port: record.port,
+        port_free: false,
+        port_owner: None,
+        note: None,
+        error: None,
+    };
+    if let Err(err) = stop_locked(home, record, grace, &mut outcome) {
+        outcome.result = "failed";
+        outcome.error = Some(format!("{err:#}"));
+    }
+    outcome.duration_ms = began.elapsed().as_millis() as u64;
+    outcome
+}
+
+fn stop_locked(home: &Home, record: &Record, grace: Duration, outcome: &mut Outcome) -> Result<()> {
+    // Another ocx stopping (or starting) this instance holds the lock for at most about this long.
+    let _lock = home.lock_instance(&record.id, grace + ORPHAN_GRACE + KILL_WAIT * 2 + Duration::from_secs(60))?;
+    let Some(mut record) = record::load(home, &record.id)? else {
+        outcome.result = "already gone";
+        outcome.port_free = true;
+        return Ok(());
+    };
+    // Vouch before writing anything: an unproven PID must leave the record as it was.
+    let server = match instance::vouch(home, &record.id, &record.server())? {
+        Vouch::Ours(server) => Some(server),
+        Vouch::Gone => None,
+        Vouch::Unproven => {
+            return Err(anyhow!(
+                "PID {} is alive with the recorded start time but does not carry this instance's marker; not signalling it",
+                record.pid
+            ));
+        }
+    };
+    // The instance's lock makes this write exclusive; the store lock is only for creating records.
+    record.state = State::Stopping;
+    record::save(home, &record)?;
+    hooks::pause("stop:stopping");
+
+    match server {
+        Some(server) => {
+            let (signal, note) = end_process(&server, grace)?;
+            outcome.signal = Some(signal);
+            outcome.note = note;
+            outcome.result = "stopped";
+        }
+        None => outcome.result = "already gone",
+    }
+    outcome.orphans_ended = end_marked(home, &record.id);
+    (outcome.port_free, outcome.port_owner) = port_after_stop(&record);
+    record::delete(home, &record.id)?;
+    home.remove_instance_lock(&record.id);
+    Ok(())
+}
+
+/// TERM (unless `grace` is zero), wait up to `grace`, then KILL. Returns the signal that ended
+/// it, and a note when the polite signal could not be delivered (then KILL comes at once).
+fn end_process(proc: &Proc, grace: Duration) -> Result<(&'static str, Option<String>)> {
+    let mut note = None;
+    if !grace.is_zero() {
+        match process::signal(proc, Signal::Term) {
+            Ok(_) if process::wait_gone(proc, grace) => return Ok(("TERM", None)),
+            Ok(_) => {}
+            // Windows: a CTRL_BREAK reaches only processes sharing the sender's console, and a
+            // detached server has none. Waiting out the grace would change nothing.
+            Err(err) => note = Some(format!("the polite signal could not be delivered ({err:#}); ended it at once")),
+        }
+    }
+    process::signal(proc, Signal::Kill)?;
+    if !process::wait_gone(proc, KILL_WAIT) {
+        return Err(anyhow!("PID {} is still alive after KILL", proc.pid));
+    }
+    Ok(("KILL", note))
+}
+
+/// End every process carrying this instance's marker (TERM, a short grace, KILL), such as the
+/// agent's shell commands, which run in sessions of their own and outlive the server.
+/// Returns how many there were.
+pub fn end_marked(home: &Home, id: &str) -> usize {
+    let Ok(table) = Processes::with_markers() else { return 0 };
+    let procs: Vec<Proc> = table.marked(home.root()).into_iter().filter(|m| m.instance == id).map(|m| m.proc).collect();
+    end_all(&procs);
+    procs.len()
+}
+
+/// TERM to all, one shared grace period, KILL to those still there.
+pub fn end_all(procs: &[Proc]) {
+    for p in procs {
+        let _ = process::signal(p, Signal::Term);
+    }
+    let deadline = Instant::now() + ORPHAN_GRACE;
+    for p in procs {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !process::wait_gone(p, left) {
+            let _ = process::signal(p, Signal::Kill);
+            process::wait_gone(p, KILL_WAIT);
+        }
+    }
+}
+
+/// Whether the instance's port is free again, and if not, who holds it.
+fn port_after_stop(record: &Record) -> (bool, Option<String>) {
+    let deadline = Instant::now() + PORT_WAIT;
+    loop {
+        if process::port_is_free(&record.hostname, record.port) {
+            return (true, None);
+        }
+        if Instant::now() >= deadline {
+            return (false, process::port_owner(record.port).as_ref().map(PortOwner::to_string));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
