@@ -5,12 +5,14 @@
 //! Sections: `prompt` (ocx run vs opencode run --attach), `ls` (ocx ls vs ps | grep + curl, with
 //! 1, 5 and 10 servers), `scale` (ocx ls with 100 and 1,000 records on stand-in servers), `start`
 //! (ocx start vs bare opencode serve), `stop` (ocx stop --all, 1 vs 8 servers), `self` (ocx
-//! --version and ocx's peak RSS).
+//! --version and ocx's peak RSS), `watch` (the watcher's memory and CPU while idle, and the time
+//! from a SIGKILL to healthy again vs a `while true; do opencode serve; done` loop), `logs`
+//! (the watcher copying a stand-in's log: throughput, and its CPU at 1 and 10 MB/s).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read, Seek, Write};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,6 +53,12 @@ fn main() {
     }
     if run("self") {
         itself();
+    }
+    if run("watch") {
+        watcher();
+    }
+    if run("logs") {
+        logs();
     }
 }
 
@@ -282,8 +290,8 @@ fn scale() {
             stand_ins.add(&env, &id, None);
         }
         let listed = env.run(&["ls", "--json"]).success().json();
-        let running = listed.as_array().unwrap().iter().filter(|r| r["status"] == "running").count();
-        assert_eq!(running, target, "every stand-in answers its health check");
+        let healthy = listed.as_array().unwrap().iter().filter(|r| r["healthy"] == true).count();
+        assert_eq!(healthy, target, "every stand-in answers its health check");
         let mut times = Vec::new();
         let mut rss = 0;
         for _ in 0..N {
@@ -412,6 +420,161 @@ fn itself() {
 ocx ls peak RSS (no instances): {:.1} MiB",
         mib(rss)
     );
+}
+
+/// A live process's resident memory (total, private), from `/proc/PID/status`, in KiB.
+fn rss_of(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)?.split_whitespace().next()?.parse::<u64>().ok()).unwrap_or(0)
+    };
+    (field("VmRSS:"), field("RssAnon:"))
+}
+
+/// Poll `url`'s health every 5 ms until it answers healthy; how long that took.
+fn until_healthy(url: &str, auth: &str, began: Instant) -> Duration {
+    let agent = support::http(Duration::from_millis(500));
+    loop {
+        let ok = agent
+            .get(format!("{url}/global/health"))
+            .header("Authorization", auth)
+            .call()
+            .is_ok_and(|r| r.status() == 200);
+        if ok {
+            return began.elapsed();
+        }
+        assert!(began.elapsed() < Duration::from_secs(60), "{url} never came back");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// 7. The watcher: its memory and CPU while its server idles (three health checks in), and the
+///    time from a SIGKILL of the server to healthy again on the same port, against a bare
+///    `while true; do opencode serve --port P; done` loop. Each ocx round kills a different
+///    instance, so each is a first crash (restarted at once, as the loop does every time).
+fn watcher() {
+    const ROUNDS: usize = 5;
+    const IDLE: Duration = Duration::from_secs(60);
+    let env = TestEnv::new();
+    let docs = env.run(&["start", "--count", &ROUNDS.to_string(), "--json"]).success().json();
+    let ids: Vec<String> = docs.as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap().to_string()).collect();
+    let first = env.secrets(&ids[0]);
+    let watcher = first["watcher"]["pid"].as_u64().unwrap() as u32;
+    std::thread::sleep(Duration::from_secs(31));
+    let cpu_before = support::cpu_time(watcher).unwrap();
+    std::thread::sleep(IDLE);
+    let cpu = support::cpu_time(watcher).unwrap() - cpu_before;
+    let (rss, private) = rss_of(watcher);
+
+    let (mut ocx, mut bare) = (Vec::new(), Vec::new());
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut sh = Command::new("sh");
+    env.apply_env(&mut sh);
+    sh.args([
+        "-c",
+        &format!("while true; do '{}' serve --hostname 127.0.0.1 --port {port}; done", env.opencode.display()),
+    ])
+    .env("OPENCODE_SERVER_PASSWORD", "loop")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let mut shell = sh.spawn().unwrap();
+    let loop_url = format!("http://127.0.0.1:{port}");
+    let loop_auth = support::basic_auth(&serde_json::json!({"username": "opencode", "password": "loop"}));
+    until_healthy(&loop_url, &loop_auth, Instant::now());
+    for id in &ids {
+        if interrupted() {
+            break;
+        }
+        let record = env.secrets(id);
+        let (url, auth) = (record["url"].as_str().unwrap(), support::basic_auth(&record));
+        let began = Instant::now();
+        // SAFETY: SIGKILL to a server this bench started.
+        unsafe { libc::kill(record["pid"].as_i64().unwrap() as i32, libc::SIGKILL) };
+        ocx.push(until_healthy(url, &auth, began));
+
+        let server = std::fs::read_to_string(format!("/proc/{}/task/{}/children", shell.id(), shell.id())).unwrap();
+        let server: i32 = server.split_whitespace().next().unwrap().parse().unwrap();
+        let began = Instant::now();
+        // SAFETY: SIGKILL to the loop's opencode, which this bench started.
+        unsafe { libc::kill(server, libc::SIGKILL) };
+        // Wait until the port is no longer answered by the dead one, then for the new one.
+        while std::fs::metadata(format!("/proc/{server}")).is_ok() && !support::is_gone(server as u32) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        bare.push(until_healthy(&loop_url, &loop_auth, began));
+    }
+    let _ = shell.kill();
+    let _ = shell.wait();
+    header(&format!("The watcher ({ROUNDS} crashes each, alternating)"));
+    let (so, sb) = (stats(&ocx), stats(&bare));
+    row("ocx: SIGKILL to healthy again (same port)", &so);
+    row("while true; do opencode serve; done", &sb);
+    println!("\nocx minus the loop (medians): {:.0} ms  (target ≤ 150 ms)", so.median - sb.median);
+    println!(
+        "watcher resident memory: {:.2} MiB, of which private {:.2} MiB  (target ≤ 2 MiB)",
+        mib(rss),
+        mib(private)
+    );
+    println!(
+        "watcher CPU over {} s of an idle server: {} ms ({:.3} % of a core)",
+        IDLE.as_secs(),
+        cpu.as_millis(),
+        cpu.as_secs_f64() * 100.0 / IDLE.as_secs_f64()
+    );
+    env.run(&["stop", "--all", "--force"]).success();
+}
+
+/// 8. The watcher copying a server's output into the rotated log: its throughput with a
+///    stand-in that writes as fast as it can, and its CPU at 1 MB/s and at 10 MB/s.
+fn logs() {
+    const LINES: u64 = 2_000_000;
+    let env = TestEnv::new();
+    let record = env.start_stand_in(&["--log-max-size", "64M", "--log-max-files", "4"]);
+    let id = record["id"].as_str().unwrap().to_string();
+    let watcher = record["watcher"]["pid"].as_u64().unwrap() as u32;
+    let log = env.ocx_home.join(format!("logs/{id}.log"));
+    let cpu_before = support::cpu_time(watcher).unwrap();
+    let began = Instant::now();
+    env.control("chatty", &LINES.to_string());
+    let last = format!(" line {LINES}\n");
+    loop {
+        let mut file = std::fs::File::open(&log).unwrap();
+        let len = file.seek(std::io::SeekFrom::End(0)).unwrap();
+        let mut tail = vec![0; 64.min(len as usize)];
+        file.seek(std::io::SeekFrom::End(-(tail.len() as i64))).unwrap();
+        file.read_exact(&mut tail).unwrap();
+        if String::from_utf8_lossy(&tail).ends_with(&last) {
+            break;
+        }
+        assert!(began.elapsed() < Duration::from_secs(120), "the log never got the last line");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let took = began.elapsed();
+    let cpu_burst = support::cpu_time(watcher).unwrap() - cpu_before;
+    let bytes: u64 = (1..=LINES).map(|i| format!("line {i}\n").len() as u64).sum();
+    header("Log copy (a stand-in writing to its watcher)");
+    println!(
+        "burst: {LINES} lines, {:.1} MB in {:.2} s: {:.1} MB/s; the watcher used {} ms of CPU",
+        bytes as f64 / 1e6,
+        took.as_secs_f64(),
+        bytes as f64 / 1e6 / took.as_secs_f64(),
+        cpu_burst.as_millis()
+    );
+    for rate in [1_000_000u64, 10_000_000] {
+        env.control("rate", &rate.to_string());
+        std::thread::sleep(Duration::from_secs(2));
+        let before = support::cpu_time(watcher).unwrap();
+        let window = Duration::from_secs(10);
+        std::thread::sleep(window);
+        let used = support::cpu_time(watcher).unwrap() - before;
+        std::fs::remove_file(env.control_dir().join("rate")).unwrap();
+        println!(
+            "at {} MB/s: the watcher used {:.2} % of one core  (target at 10 MB/s ≤ 5 %)",
+            rate / 1_000_000,
+            used.as_secs_f64() * 100.0 / window.as_secs_f64()
+        );
+    }
+    env.run(&["stop", "--all", "--force"]).success();
 }
 
 fn machine() -> String {

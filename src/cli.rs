@@ -13,14 +13,16 @@ Examples:
   ocx url api --with-credentials  the URL for curl and other clients
   ocx logs api -f                 follow the server's log
   ocx stop api                    stop it: TERM, then KILL after the grace period
+  ocx restart api                 restart it (same port and password) once it is idle
   ocx stop --all                  stop every instance, in parallel
   ocx gc                          clean up after crashes and killed servers";
 
 /// Run OpenCode servers in the background: start, list, prompt, stop and clean up.
 ///
-/// ocx starts `opencode serve` detached, keeps one lock-guarded JSON record per instance,
-/// and always reports what it observes (is the process alive, the same one, healthy?)
-/// rather than what it last wrote down. There is no daemon.
+/// ocx starts `opencode serve` detached under a small watcher of its own (one per instance,
+/// no daemon) that restarts it when it crashes or hangs and keeps its log capped; it keeps one
+/// lock-guarded JSON record per instance, and always reports what it observes (is the process
+/// alive, the same one, healthy?) rather than what it last wrote down.
 #[derive(Debug, Parser)]
 #[command(name = "ocx", version, propagate_version = true, after_help = EXAMPLES)]
 pub struct Cli {
@@ -39,6 +41,7 @@ pub enum Command {
     Ls(LsArgs),
     Run(RunArgs),
     Stop(StopArgs),
+    Restart(RestartArgs),
     Logs(LogsArgs),
     Attach(AttachArgs),
     Url(UrlArgs),
@@ -46,22 +49,35 @@ pub enum Command {
     Completions(CompletionsArgs),
     #[command(hide = true)]
     Man(ManArgs),
+    /// The watcher of one instance (started by `ocx start`; not for direct use)
+    #[command(name = "__watch", hide = true)]
+    Watch(WatchArgs),
 }
 
 /// Start opencode servers in the background and wait until they are healthy
 ///
-/// The server runs detached in its own session with its output appended to
-/// <home>/logs/<id>.log. ocx picks a free loopback port unless --port is given, and a
-/// random password unless --no-auth is given. It returns once the server printed its ready
-/// line and answered /global/health; if the server exits or --timeout passes first, ocx
-/// stops what it started, leaves no record behind, and fails.
+/// Each server runs detached under a watcher of its own (`ocx __watch ID`, its parent): the
+/// watcher copies the server's output, with its own log at --log-level, into
+/// <home>/logs/<id>.log, rotated and capped; restarts it per --restart when it exits (on the
+/// same port, with the same password; at once, then after 1 s, 2 s, … up to a minute; after 5
+/// unstable exits in a row it gives up and the instance is `failed`); and restarts it when its
+/// health checks keep failing or its memory stays above --max-memory, at a moment no session
+/// is busy.
+///
+/// ocx picks a free loopback port (outside the range the OS hands out for outgoing
+/// connections) unless --port is given, and a random password unless --no-auth is given. It
+/// returns once the server printed its ready line and answered /global/health; if the server
+/// exits or --timeout passes first, ocx stops what it started, leaves no record behind, and
+/// fails.
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Examples:
   ocx start                          serve the current directory
   ocx start --name api --dir ~/api   a named instance for another directory
   ocx start --count 3 --json         three instances, described as JSON
-  ocx start -- --log-level DEBUG     pass arguments through to `opencode serve`")]
+  ocx start --restart always         restart it even when it exits cleanly
+  ocx start --max-memory 2G          restart it when it grows past 2 GiB (once idle)
+  ocx start -- --cors https://x.io   pass arguments through to `opencode serve`")]
 pub struct StartArgs {
     /// A unique name to refer to the instance by (with --count, suffixed -1..-N)
     #[arg(long, short)]
@@ -103,9 +119,105 @@ pub struct StartArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// When the watcher restarts the server: `on-failure` (a non-zero exit, or a signal other
+    /// than TERM), `always` (also after a clean exit), `no` (never; it still keeps the log)
+    #[arg(long, value_enum, default_value_t = RestartPolicy::OnFailure, value_name = "WHEN")]
+    pub restart: RestartPolicy,
+
+    /// The level of the server's own log, which comes to the instance's log
+    #[arg(long, value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+
+    /// Rotate the log before it grows past this size (K, M, G)
+    #[arg(long, default_value = "10M", value_name = "SIZE", value_parser = size)]
+    pub log_max_size: u64,
+
+    /// Keep at most this many log files: the current one and the rotated ones
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub log_max_files: u32,
+
+    /// Seconds between health checks of a running server
+    #[arg(long, default_value = "10", value_name = "SECS", value_parser = seconds)]
+    pub health_interval: Duration,
+
+    /// Restart the server after this many failed health checks in a row (when it was last seen
+    /// busy, only after five more minutes)
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub health_failures: u32,
+
+    /// Restart the server when its resident memory stays above this size (K, M, G), at the
+    /// next moment no session is busy
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub max_memory: Option<u64>,
+
     /// Arguments passed through to `opencode serve`
     #[arg(last = true, value_name = "OPENCODE_ARGS")]
     pub extra: Vec<String>,
+}
+
+/// When the watcher restarts a server that exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RestartPolicy {
+    No,
+    OnFailure,
+    Always,
+}
+
+/// opencode's log levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// Restart instances: same id, name, port and password, under a new watcher
+///
+/// By default ocx waits until the instance has no busy session (up to --wait), then ends the
+/// server and its watcher as `ocx stop` does (the record stays), starts it again, and waits
+/// until it is healthy. It works on running, unhealthy, failed and unsupervised instances,
+/// and brings back dead ones (after a reboot, say). Clients and `ocx run --session` carry on
+/// with the same URL, password and sessions.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  ocx restart api            once api has nothing to do
+  ocx restart --all --force  every instance, now, aborting what they do")]
+pub struct RestartArgs {
+    /// Instances to restart: id, unique id prefix, or name
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub instances: Vec<String>,
+
+    /// Restart every instance
+    #[arg(long, short)]
+    pub all: bool,
+
+    /// Do not wait for busy sessions: restart at once
+    #[arg(long, short)]
+    pub force: bool,
+
+    /// Seconds to wait for busy sessions to finish before giving up (exit 4)
+    #[arg(long, default_value = "300", value_name = "SECS", value_parser = seconds)]
+    pub wait: Duration,
+
+    /// Seconds to wait after TERM before KILL
+    #[arg(long, default_value = "10", value_name = "SECS", value_parser = seconds)]
+    pub grace: Duration,
+
+    /// Seconds the restarted server may take to become healthy
+    #[arg(long, default_value = "60", value_name = "SECS", value_parser = seconds)]
+    pub timeout: Duration,
+
+    /// Print the restarted instances as JSON (without secrets)
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ocx __watch ID`: the watcher reads its plan on stdin.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    pub id: String,
 }
 
 /// List instances with their observed status
@@ -306,8 +418,20 @@ pub struct StopArgs {
     pub json: bool,
 }
 
-/// Print the server's log
+/// Print an instance's log: the server's own log and ocx's notes
+///
+/// The watcher writes the server's output (its log at `ocx start --log-level`) and its own
+/// notes (`--- ocx: …`: starts, exits, restarts and why) to <home>/logs/<id>.log, rotated to
+/// <id>.log.1, .2, … and capped by `ocx start --log-max-size` and `--log-max-files`. Each line
+/// is stored with the time it arrived; -n and --since read across the rotated files, -f
+/// follows across rotations and restarts. The log of a stopped instance stays (by its id)
+/// until `ocx gc --logs`.
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  ocx logs api                 the last 50 lines
+  ocx logs api -f              follow, until Ctrl-C
+  ocx logs api --since 10m -t  the last ten minutes, with each line's time")]
 pub struct LogsArgs {
     /// The instance [default: the only running one]
     pub instance: Option<String>,
@@ -316,9 +440,17 @@ pub struct LogsArgs {
     #[arg(long, short)]
     pub follow: bool,
 
-    /// How many lines from the end to print
-    #[arg(long, short = 'n', default_value_t = 50, value_name = "N")]
-    pub lines: usize,
+    /// How many lines from the end to print [default: 50, or all with --since]
+    #[arg(long, short = 'n', value_name = "N")]
+    pub lines: Option<usize>,
+
+    /// Only lines since then: a duration ago (10m, 2h, 1h30m) or a time (2026-11-22T10:00:00Z)
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+
+    /// Show the time each line arrived
+    #[arg(long, short)]
+    pub timestamps: bool,
 }
 
 /// Open opencode's terminal interface on an instance
@@ -359,10 +491,40 @@ fn seconds(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a number of seconds"))
 }
 
+/// A size in bytes: `512K`, `10M`, `2G` (powers of 1024), or a plain number of bytes.
+fn size(s: &str) -> Result<u64, String> {
+    let upper = s.trim().to_ascii_uppercase();
+    let digits = upper.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit: u64 = match &upper[digits.len()..] {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => return Err(format!("{s:?} is not a size such as 512K, 10M or 2G")),
+    };
+    let n: f64 = digits.parse().map_err(|_| format!("{s:?} is not a size such as 512K, 10M or 2G"))?;
+    if !(n > 0.0 && n.is_finite()) {
+        return Err(format!("{s:?} must be more than 0"));
+    }
+    Ok((n * unit as f64) as u64)
+}
+
 /// `KEY=VAL`, with a non-empty key.
 fn key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
         _ => Err(format!("{s:?} is not KEY=VAL")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes() {
+        assert_eq!(super::size("512K"), Ok(512 * 1024));
+        assert_eq!(super::size("10M"), Ok(10 * 1024 * 1024));
+        assert_eq!(super::size("1.5g"), Ok(3 * 512 * 1024 * 1024));
+        assert_eq!(super::size("4096"), Ok(4096));
+        assert!(super::size("0").is_err() && super::size("10X").is_err() && super::size("M").is_err());
     }
 }

@@ -18,9 +18,16 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    cmd::completions::answer_if_asked();
-    let cli = cli::Cli::parse();
-    match cmd::run(cli) {
+    // A watcher lives as long as its server: it skips the command line's machinery, so that
+    // code never becomes part of its resident memory.
+    let result = match cmd::watch::asked() {
+        Some(id) => cmd::watch::run_bare(&id),
+        None => {
+            cmd::completions::answer_if_asked();
+            cmd::run(cli::Cli::parse())
+        }
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => error::report(&err),
     }

@@ -45,6 +45,96 @@ pub struct Record {
     pub log: PathBuf,
     pub started_at: String,
     pub state: State,
+    /// The watcher supervising the server (None: the record of an ocx without supervision).
+    #[serde(default)]
+    pub watcher: Option<ProcId>,
+    /// What the watcher does when the server exits. Records from before supervision: `no`.
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+    /// How the watcher keeps the server's log and health.
+    #[serde(default)]
+    pub supervision: Supervision,
+    /// How many times the server was restarted (by its watcher, or by `ocx restart`).
+    #[serde(default)]
+    pub restarts: u32,
+    /// How the server last ended, if it did.
+    #[serde(default)]
+    pub last_exit: Option<Exit>,
+    /// When the watcher will start the server again (it waits between unstable exits).
+    #[serde(default)]
+    pub next_restart_at: Option<String>,
+    /// Why the watcher gave up restarting the server; the instance stays until restarted or stopped.
+    #[serde(default)]
+    pub failed: Option<String>,
+}
+
+/// What the watcher does when the server exits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Never restart; the watcher only keeps the log and records the exit.
+    #[default]
+    No,
+    /// Restart after a crash: a non-zero exit, or death by a signal other than TERM.
+    OnFailure,
+    /// Restart after any exit, also a clean one.
+    Always,
+}
+
+/// How a watcher keeps its server's log and health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Supervision {
+    /// The log file is rotated before it would grow past this many bytes.
+    pub log_max_size: u64,
+    /// The log and its rotated files: at most this many.
+    pub log_max_files: u32,
+    /// Seconds between health checks of a healthy server.
+    pub health_interval_s: u64,
+    /// This many failed health checks in a row make the server `unresponsive`: restarted.
+    pub health_failures: u32,
+    /// Restart the server when its resident memory stays above this many bytes.
+    pub max_memory: Option<u64>,
+}
+
+impl Default for Supervision {
+    fn default() -> Self {
+        Supervision {
+            log_max_size: 10 * 1024 * 1024,
+            log_max_files: 3,
+            health_interval_s: 10,
+            health_failures: 3,
+            max_memory: None,
+        }
+    }
+}
+
+/// How the server ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exit {
+    /// Its exit code, if it exited.
+    pub code: Option<i32>,
+    /// The signal that ended it, such as `SIGKILL`, if one did.
+    pub signal: Option<String>,
+    /// When (RFC 3339).
+    pub at: String,
+    /// How long it had run, in seconds.
+    pub uptime_s: u64,
+    /// Why: on its own, `exited` (code 0), `terminated` (SIGTERM) or `crashed` (any other code
+    /// or signal); or why ocx ended it: `unresponsive` (its health checks failed), `memory` (over
+    /// `--max-memory`), `restart` (`ocx restart`).
+    pub reason: String,
+}
+
+impl Exit {
+    /// `SIGKILL`, `exit 1`.
+    pub fn status(&self) -> String {
+        match (&self.signal, self.code) {
+            (Some(signal), _) => signal.clone(),
+            (None, Some(code)) => format!("exit {code}"),
+            (None, None) => "unknown".to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -27,6 +27,7 @@ fn command() -> clap::Command {
     let instances = || ArgValueCandidates::new(instance_candidates);
     Cli::command()
         .mut_subcommand("stop", |c| c.mut_arg("instances", |a| a.add(instances())))
+        .mut_subcommand("restart", |c| c.mut_arg("instances", |a| a.add(instances())))
         .mut_subcommand("logs", |c| c.mut_arg("instance", |a| a.add(instances())))
         .mut_subcommand("attach", |c| c.mut_arg("instance", |a| a.add(instances())))
         .mut_subcommand("url", |c| c.mut_arg("instance", |a| a.add(instances())))

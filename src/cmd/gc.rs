@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::cli::GcArgs;
 use crate::home::{self, Home};
-use crate::instance::stop;
+use crate::instance::{log, stop};
 use crate::process::{self, Marked, Processes};
 use crate::record::{self, Entry, InvalidKind, Record, State};
 use crate::server::Client;
@@ -32,6 +32,8 @@ struct Report {
     records: Vec<Stale>,
     /// Abandoned starts whose server is healthy: recorded as running instead of ended.
     promoted: Vec<String>,
+    /// Instances whose watcher gave up restarting them: kept, for the user to restart or stop.
+    failed: Vec<String>,
     /// Processes with a marker of this home whose instance has no record file at all, ended.
     orphans: Vec<Orphan>,
     /// Ports of removed instances still bound after their processes are gone.
@@ -49,7 +51,8 @@ struct Report {
 struct Stale {
     id: String,
     name: Option<String>,
-    /// Why it is stale: `process gone`, `PID reused`, `abandoned start`, `abandoned stop`.
+    /// Why it is stale: `process gone`, `PID reused`, `abandoned start`, `abandoned stop`,
+    /// `watcher without server` (a watcher alive with no server and no restart due).
     reason: &'static str,
     /// `removed`, `stopped` or `failed` (`would remove` / `would stop` with --dry-run).
     result: String,
@@ -93,7 +96,10 @@ pub fn run(home: &Home, args: GcArgs) -> Result<()> {
     }
     let outcomes = parallel::map(&stale, 32, |(record, reason)| {
         if args.dry_run {
-            let action = if *reason == "abandoned start" || *reason == "abandoned stop" { "stop" } else { "remove" };
+            let action = match *reason {
+                "abandoned start" | "abandoned stop" | "watcher without server" => "stop",
+                _ => "remove",
+            };
             let port_free = process::port_is_free(&record.hostname, record.port);
             let owner = (!port_free).then(|| process::port_owner(record.port)).flatten();
             let stale = Stale {
@@ -201,12 +207,22 @@ fn survey(home: &Home, dry_run: bool, report: &mut Report) -> Result<Survey> {
     let table = Processes::with_markers()?;
     let mut stale = Vec::new();
     for record in records.iter() {
-        let reason = match (table.find(&record.server()), record.state) {
-            (Some(_), State::Running) => None,
-            (Some(_), State::Starting) => Some("abandoned start"),
-            (Some(_), State::Stopping) => Some("abandoned stop"),
-            (None, _) if table.get(record.pid).is_some() => Some("PID reused"),
-            (None, _) => Some("process gone"),
+        let watcher = record.watcher.and_then(|w| table.find(&w));
+        let reason = match (table.find(&record.server()), watcher, record.state) {
+            (Some(_), _, State::Running) => None,
+            // Its watcher restarted it and records it running once healthy.
+            (Some(_), Some(_), State::Starting) if record.restarts > 0 => None,
+            (Some(_), _, State::Starting) => Some("abandoned start"),
+            (Some(_), _, State::Stopping) | (None, Some(_), State::Stopping) => Some("abandoned stop"),
+            (None, _, _) if record.failed.is_some() => {
+                report.failed.push(record.id.clone());
+                None
+            }
+            // Its watcher will start the server again; it says when.
+            (None, Some(_), _) if restart_due(record) => None,
+            (None, Some(_), _) => Some("watcher without server"),
+            (None, None, _) if table.get(record.pid).is_some() => Some("PID reused"),
+            (None, None, _) => Some("process gone"),
         };
         // A start or stop whose ocx is alive holds the instance's lock: not abandoned, not ours.
         match reason {
@@ -220,6 +236,16 @@ fn survey(home: &Home, dry_run: bool, report: &mut Report) -> Result<Survey> {
     let protected = record::ids_on_disk(home)?;
     let orphans = table.marked(home.root()).into_iter().filter(|m| !protected.contains(&m.instance)).collect();
     Ok(Survey { stale, orphans })
+}
+
+/// Whether the watcher is waiting to start the server again (a little slack for the start
+/// itself, which holds the instance's lock and so is not gc's anyway).
+fn restart_due(record: &Record) -> bool {
+    record
+        .next_restart_at
+        .as_deref()
+        .and_then(|at| humantime::parse_rfc3339(at).ok())
+        .is_some_and(|at| at + Duration::from_secs(5) > std::time::SystemTime::now())
 }
 
 /// Record an abandoned start as running, if it still is an abandoned start. False if another
@@ -264,14 +290,14 @@ fn move_aside(path: &Path) -> Result<PathBuf> {
     Ok(target)
 }
 
-/// Delete `logs/<id>.log` of every id not in `kept`.
+/// Delete the logs (`<id>.log`, and rotated `<id>.log.N`) of every id not in `kept`.
 fn delete_logs(home: &Home, kept: &HashSet<String>, dry_run: bool) -> Result<Vec<PathBuf>> {
     let mut deleted = Vec::new();
     let dir = home.logs_dir();
     for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(id) = name.strip_suffix(".log") else { continue };
-        if kept.contains(id) {
+        let Some((id, _)) = name.split_once(".log") else { continue };
+        if kept.contains(id) || !record::is_valid_id(id) || !log::belongs_to(&name, id) {
             continue;
         }
         if !dry_run {
@@ -353,6 +379,9 @@ fn print_summary(report: &Report) -> Result<()> {
             would("deleted", "would delete"),
             report.logs_deleted.len()
         ));
+    }
+    for id in &report.failed {
+        lines.push(format!("kept {id}: its watcher gave up restarting it; `ocx restart {id}` or `ocx stop {id}`"));
     }
     for id in &report.busy {
         lines.push(format!("skipped {id}: another ocx is starting or stopping it"));

@@ -1,38 +1,56 @@
-//! `ocx logs`: the end of a server's log, and `-f` to follow it.
+//! `ocx logs`: the end of an instance's log (across its rotated files), `--since`, and `-f` to
+//! follow it across rotations and restarts.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 
 use crate::cli::LogsArgs;
+use crate::error::{Failure, code};
 use crate::home::Home;
+use crate::instance::log::{self, Follower, Show};
 use crate::{output, record};
 
+/// Lines shown when neither -n nor --since says otherwise.
+const DEFAULT_LINES: usize = 50;
+
 pub fn run(home: &Home, args: LogsArgs) -> Result<()> {
+    let since = match &args.since {
+        Some(text) => Some(log::parse_since(text).map_err(|e| anyhow!(Failure::new(code::USAGE, e)))?),
+        None => None,
+    };
     let path = log_of(home, args.instance.as_deref())?;
-    let mut file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-    let (tail, mut offset) = tail(&mut file, args.lines).with_context(|| format!("cannot read {}", path.display()))?;
-    output::write(&tail)?;
+    let show = Show { timestamps: args.timestamps, since };
+    // The current file stays open from here on: a rotation meanwhile is seen by the follower.
+    let mut current = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    let (mut stored, offset) = match (since, args.lines) {
+        (Some(since), _) => log::since(&mut current, &log::files(&path), since),
+        (None, lines) => log::tail(&mut current, &log::files(&path), lines.unwrap_or(DEFAULT_LINES)),
+    }
+    .with_context(|| format!("cannot read {}", path.display()))?;
+    if let (Some(n), Some(_)) = (args.lines, since) {
+        // Both: the last N of the lines since then.
+        let lines: Vec<&[u8]> = stored.split_inclusive(|&b| b == b'\n').collect();
+        stored = lines[lines.len().saturating_sub(n)..].concat();
+    }
+    let (mut shown, mut after) = (Vec::new(), false);
+    show.render(&stored, &mut shown, &mut after);
+    output::write(&shown)?;
     if !args.follow {
         return Ok(());
     }
     // Follow from where the tail ended, so a line written meanwhile is not skipped.
+    let mut follower = Follower::new(&path, current, offset);
     let mut buf = Vec::new();
     loop {
         std::thread::sleep(Duration::from_millis(200));
-        let len = std::fs::metadata(&path).map_or(0, |m| m.len());
-        if len < offset {
-            // Truncated or replaced: start over from its beginning.
-            file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-            offset = 0;
-        }
-        file.seek(SeekFrom::Start(offset))?;
         buf.clear();
-        offset += file.read_to_end(&mut buf)? as u64;
-        output::write(&buf)?;
+        follower.poll(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
+        shown.clear();
+        show.render(&buf, &mut shown, &mut after);
+        output::write(&shown)?;
     }
 }
 
@@ -46,57 +64,5 @@ fn log_of(home: &Home, query: Option<&str>) -> Result<PathBuf> {
             Some(path) if record::is_valid_id(query.unwrap_or_default()) && path.is_file() => Ok(path),
             _ => Err(err),
         },
-    }
-}
-
-/// The last `n` lines of a file, read backwards in blocks so a large log costs little; and the
-/// offset they end at.
-fn tail(file: &mut File, n: usize) -> std::io::Result<(Vec<u8>, u64)> {
-    const BLOCK: u64 = 64 * 1024;
-    let len = file.seek(SeekFrom::End(0))?;
-    let mut start = len;
-    let mut buf: Vec<u8> = Vec::new();
-    loop {
-        // A trailing newline ends the last line; it does not start another.
-        let newlines = buf.iter().filter(|&&b| b == b'\n').count() - usize::from(buf.last() == Some(&b'\n'));
-        if newlines >= n || start == 0 {
-            let skip = newlines.saturating_sub(n);
-            let from = if newlines >= n {
-                buf.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(skip).map_or(0, |(i, _)| i + 1)
-            } else {
-                0
-            };
-            return Ok((buf.split_off(from), len));
-        }
-        let read_from = start.saturating_sub(BLOCK);
-        let mut block = vec![0; (start - read_from) as usize];
-        file.seek(SeekFrom::Start(read_from))?;
-        file.read_exact(&mut block)?;
-        block.extend_from_slice(&buf);
-        buf = block;
-        start = read_from;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tail_of(text: &str, n: usize) -> String {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
-        std::fs::write(&path, text).unwrap();
-        String::from_utf8(tail(&mut File::open(&path).unwrap(), n).unwrap().0).unwrap()
-    }
-
-    #[test]
-    fn tails() {
-        assert_eq!(tail_of("a\nb\nc\n", 2), "b\nc\n");
-        assert_eq!(tail_of("a\nb\nc", 2), "b\nc");
-        assert_eq!(tail_of("a\nb\nc\n", 5), "a\nb\nc\n");
-        assert_eq!(tail_of("", 3), "");
-        assert_eq!(tail_of("a\nb\n", 0), "");
-        let big: String = (0..50_000).map(|i| format!("line {i}\n")).collect();
-        assert_eq!(tail_of(&big, 3), "line 49997\nline 49998\nline 49999\n");
     }
 }

@@ -41,6 +41,8 @@ pub fn run(home: &Home, args: LsArgs) -> Result<()> {
                 doc["version"] = o.version.clone().or_else(|| r.opencode.version.clone()).into();
                 doc["uptime_s"] = o.uptime_s.into();
                 doc["rss_bytes"] = o.rss_bytes.into();
+                doc["supervised"] = o.supervised.into();
+                doc["restart_in_s"] = o.restart_in_s.into();
                 doc
             })
             .collect();
@@ -51,18 +53,21 @@ pub fn run(home: &Home, args: LsArgs) -> Result<()> {
         return Ok(output::print_json(&serde_json::Value::Array(docs))?);
     }
 
-    let mut table = output::table(["ID", "NAME", "STATUS", "PID", "URL", "VERSION", "UPTIME", "MEM", "DIR"]);
+    let mut table =
+        output::table(["ID", "NAME", "STATUS", "PID", "URL", "VERSION", "UPTIME", "MEM", "RESTARTS", "DIR"]);
     for (r, o) in records.iter().zip(&observed) {
         let version = o.version.as_deref().or(r.opencode.version.as_deref()).unwrap_or("-");
+        let alive = o.uptime_s.is_some();
         table.add_row(vec![
             comfy_table::Cell::new(&r.id),
             comfy_table::Cell::new(r.name.as_deref().unwrap_or("-")),
-            output::colored(o.status, status_color(o.status)),
-            comfy_table::Cell::new(r.pid),
+            output::colored(status_text(r, o), status_color(o.status)),
+            comfy_table::Cell::new(if alive { r.pid.to_string() } else { "-".into() }),
             comfy_table::Cell::new(&r.url),
-            comfy_table::Cell::new(if o.status == "dead" { "-" } else { version }),
+            comfy_table::Cell::new(if alive { version } else { "-" }),
             comfy_table::Cell::new(o.uptime_s.map_or("-".into(), |s| output::duration(Duration::from_secs(s)))),
             comfy_table::Cell::new(o.rss_bytes.map_or("-".into(), output::bytes)),
+            comfy_table::Cell::new(restarts_text(r)),
             comfy_table::Cell::new(r.dir.display()),
         ]);
     }
@@ -71,6 +76,7 @@ pub fn run(home: &Home, args: LsArgs) -> Result<()> {
             comfy_table::Cell::new(&i.id),
             comfy_table::Cell::new("-"),
             output::colored(i.status(), Color::Red),
+            comfy_table::Cell::new("-"),
             comfy_table::Cell::new("-"),
             comfy_table::Cell::new("-"),
             comfy_table::Cell::new("-"),
@@ -89,6 +95,7 @@ pub fn run(home: &Home, args: LsArgs) -> Result<()> {
             comfy_table::Cell::new("-"),
             comfy_table::Cell::new("-"),
             comfy_table::Cell::new(output::bytes(u.rss)),
+            comfy_table::Cell::new("-"),
             comfy_table::Cell::new(u.command.join(" ")),
         ]);
     }
@@ -120,9 +127,33 @@ pub fn run(home: &Home, args: LsArgs) -> Result<()> {
 fn status_color(status: &str) -> Color {
     match status {
         "running" => Color::Green,
-        "starting" | "stopping" => Color::Yellow,
+        "starting" | "stopping" | "restarting" | "unsupervised" => Color::Yellow,
         _ => Color::Red,
     }
+}
+
+/// The status with what explains it: `restarting (in 8s)`, `dead (SIGKILL)`, `failed (exit 1)`.
+fn status_text(r: &record::Record, o: &instance::Observed) -> String {
+    match (o.status, o.restart_in_s, &r.last_exit) {
+        ("restarting", Some(secs), _) => format!("restarting (in {})", output::duration(Duration::from_secs(secs))),
+        ("dead" | "failed", _, Some(exit)) => format!("{} ({})", o.status, exit.status()),
+        (status, ..) => status.to_string(),
+    }
+}
+
+/// `0`, or `3 (SIGKILL, 2m ago)`: how many restarts, and what caused the last one.
+fn restarts_text(r: &record::Record) -> String {
+    let Some(exit) = r.last_exit.as_ref().filter(|_| r.restarts > 0) else { return r.restarts.to_string() };
+    let why = match exit.reason.as_str() {
+        "crashed" | "exited" | "terminated" => exit.status(),
+        reason => reason.to_string(),
+    };
+    let ago = humantime::parse_rfc3339(&exit.at)
+        .ok()
+        .and_then(|at| at.elapsed().ok())
+        .map(|d| format!(", {} ago", output::duration(d)))
+        .unwrap_or_default();
+    format!("{} ({why}{ago})", r.restarts)
 }
 
 /// An `opencode serve` process that no record accounts for.

@@ -7,10 +7,12 @@ mod gc;
 mod logs;
 mod ls;
 mod man;
+mod restart;
 mod run;
 mod start;
 mod stop;
 mod url;
+pub mod watch;
 
 use anyhow::Result;
 
@@ -24,11 +26,13 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Ls(args) => ls::run(&home()?, args),
         Command::Run(args) => run::run(&home()?, args),
         Command::Stop(args) => stop::run(&home()?, args),
+        Command::Restart(args) => restart::run(&home()?, args),
         Command::Logs(args) => logs::run(&home()?, args),
         Command::Attach(args) => attach::run(&home()?, args),
         Command::Url(args) => url::run(&home()?, args),
         Command::Gc(args) => gc::run(&home()?, args),
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => man::run(args),
+        Command::Watch(args) => watch::run(&home()?, args),
     }
 }

@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, anyhow};
 
-use crate::cli::StartArgs;
+use crate::cli::{LogLevel, RestartPolicy, StartArgs};
 use crate::error::{self, Failure, code};
 use crate::home::Home;
 use crate::instance::launch::{self, PASSWORD_VAR, Plan, Started};
-use crate::record;
+use crate::record::{self, Supervision};
 use crate::{output, parallel, process};
 
 pub fn run(home: &Home, args: StartArgs) -> Result<()> {
@@ -124,5 +124,26 @@ fn plan(args: &StartArgs) -> Result<Plan> {
         timeout: args.timeout,
         env,
         extra: args.extra.clone(),
+        restart: match args.restart {
+            RestartPolicy::No => record::RestartPolicy::No,
+            RestartPolicy::OnFailure => record::RestartPolicy::OnFailure,
+            RestartPolicy::Always => record::RestartPolicy::Always,
+        },
+        supervision: Supervision {
+            log_max_size: args.log_max_size,
+            log_max_files: args.log_max_files,
+            health_interval_s: args.health_interval.as_secs().max(1),
+            health_failures: args.health_failures,
+            max_memory: args.max_memory,
+        },
+        log_level: Some(
+            match args.log_level {
+                LogLevel::Debug => "DEBUG",
+                LogLevel::Info => "INFO",
+                LogLevel::Warn => "WARN",
+                LogLevel::Error => "ERROR",
+            }
+            .to_string(),
+        ),
     })
 }

@@ -4,30 +4,34 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 
 use crate::error::{Failure, code};
 use crate::home::{Home, Lock};
-use crate::instance::stop;
+use crate::instance::watch::{self, Report};
+use crate::instance::{log, stop};
 use crate::process::{self, MARKER_HOME, MARKER_ID, Processes, Signal};
-use crate::record::{self, Binary, Record, State};
+use crate::record::{self, Binary, Exit, Record, RestartPolicy, State, Supervision};
 use crate::server::Client;
 use crate::{hooks, output, token};
 
-/// How often to ask the server "is it ready?": short, so ocx adds little to start-up time.
+/// How often to look for the watcher's word and for Ctrl-C while waiting.
 const POLL: Duration = Duration::from_millis(25);
 /// How many times to spawn a server whose start failed in a way known to be transient.
 const START_TRIES: u32 = 3;
 const LOG_TAIL_LINES: usize = 15;
 pub const PASSWORD_VAR: &str = "OPENCODE_SERVER_PASSWORD";
 pub const USERNAME_VAR: &str = "OPENCODE_SERVER_USERNAME";
-const READY_MARK: &str = "server listening on http";
+/// What opencode prints once it listens (`opencode server listening on http://…`, or
+/// `server listening on http://…` from newer builds).
+pub const READY_MARK: &str = "server listening on http";
 /// What opencode prints when it lost the race to migrate a fresh database (see `Transient`).
 const DATABASE_RACE_SIGNS: [&str; 2] = ["Failed query", "database is locked"];
 
@@ -42,6 +46,11 @@ pub struct Plan {
     pub timeout: Duration,
     pub env: BTreeMap<String, String>,
     pub extra: Vec<String>,
+    pub restart: RestartPolicy,
+    pub supervision: Supervision,
+    /// `--print-logs --log-level LEVEL` before `serve`, so the server's own log comes to the
+    /// watcher (None: leave opencode's logging as it is).
+    pub log_level: Option<String>,
 }
 
 /// A server that started and answered its health check.
@@ -81,8 +90,8 @@ pub fn start(home: &Home, plan: &Plan, name: Option<String>) -> Result<Started> 
             Some(port) => port,
             None => pick_port(&plan.hostname, &records)?,
         };
-        let mut launch = Launch::new(home, id, name, lock);
-        launch.spawn(plan, port)?;
+        let mut launch = Launch::new(home, new_record(home, plan, &id, name.clone(), port), true, lock);
+        launch.spawn(deadline)?;
         launch
     };
     hooks::pause("start:waiting");
@@ -92,10 +101,9 @@ pub fn start(home: &Home, plan: &Plan, name: Option<String>) -> Result<Started> 
         match launch.wait_ready(deadline) {
             Wait::Ready(version) => {
                 hooks::fail("start:healthy")?;
-                let record = launch.record_mut();
-                record.state = State::Running;
-                record.opencode.version = version;
-                record::save(home, record)?;
+                launch.record.state = State::Running;
+                launch.record.opencode.version = version;
+                record::save(home, &launch.record)?;
                 return Ok(Started { record: launch.finish(), took: began.elapsed() });
             }
             Wait::Exited(status) => {
@@ -107,46 +115,189 @@ pub fn start(home: &Home, plan: &Plan, name: Option<String>) -> Result<Started> 
                     }
                     hooks::fail("start:retry")?;
                     let _store = home.lock_store()?;
-                    let port = match failure {
-                        Transient::PortTaken => pick_port(&plan.hostname, &record::valid(&record::list(home)?))?,
-                        Transient::DatabaseRace => launch.record_mut().port,
-                    };
-                    launch.spawn(plan, port)?;
+                    if failure == Transient::PortTaken {
+                        let port = pick_port(&plan.hostname, &record::valid(&record::list(home)?))?;
+                        launch.record = new_record(home, plan, &launch.record.id, name.clone(), port);
+                    }
+                    launch.spawn(deadline)?;
                     continue;
                 }
-                let port = launch.record_mut().port;
+                let port = launch.record.port;
                 return Err(if plan.port.is_some() && !process::port_is_free(&plan.hostname, port) {
                     port_taken(&plan.hostname, port)
                 } else {
-                    anyhow!(
-                        Failure::new(
-                            code::FAILED,
-                            format!(
-                                "opencode exited ({status}) before it became healthy; the end of its log:\n{}",
-                                launch.log_tail()
-                            )
-                        )
-                        .hint(format!("the whole log: ocx logs {}", launch.id))
-                    )
+                    launch.exited_error(&status)
                 });
             }
-            Wait::TimedOut => {
-                return Err(anyhow!(
-                    Failure::new(
-                        code::TIMED_OUT,
-                        format!("opencode did not become healthy within {}s; stopped it", plan.timeout.as_secs_f64())
-                    )
-                    .hint(format!(
-                        "start-up can take 20 s with many plugins: raise --timeout; the log: ocx logs {}",
-                        launch.id
-                    ))
-                ));
-            }
+            Wait::Failed(error) => return Err(anyhow!(Failure::new(code::FAILED, error))),
+            Wait::TimedOut => return Err(launch.timed_out_error(plan.timeout)),
             Wait::Interrupted => {
                 return Err(anyhow!(Failure::new(code::INTERRUPTED, "interrupted; stopped the server being started")));
             }
         }
     }
+}
+
+/// How `restart` goes about it.
+pub struct RestartOptions {
+    /// Restart at once, even while a session is busy.
+    pub force: bool,
+    /// How long to wait for busy sessions to finish.
+    pub wait: Duration,
+    /// How long the restarted server may take to become healthy.
+    pub timeout: Duration,
+    /// Between TERM and KILL for the old server.
+    pub grace: Duration,
+}
+
+/// Restart an instance with the same id, name, port and password, under a new watcher: once
+/// no session is busy (unless `force`), end the server and its watcher as a stop would (the
+/// record stays), then start it again and wait until it is healthy. Works on instances that
+/// are running, failed, unsupervised or dead (after a reboot). If it fails, the record says so
+/// (`failed`) and nothing is left running.
+pub fn restart(home: &Home, id: &str, options: &RestartOptions) -> Result<Started> {
+    let began = Instant::now();
+    if !options.force
+        && let Some(record) = record::load(home, id)?
+        && super::server(&record)?.is_some()
+    {
+        wait_until_idle(&record, options.wait)?;
+    }
+    let lock = home.lock_instance(id, options.grace + Duration::from_secs(60))?;
+    let Some(mut record) = record::load(home, id)? else {
+        return Err(anyhow!(Failure::new(code::NOT_FOUND, format!("instance {id} is gone (stopped meanwhile)"))));
+    };
+    let vouch = super::vouch(home, id, &record.server())?;
+    let uptime_s = match &vouch {
+        super::Vouch::Ours(server) => output::now_secs().saturating_sub(server.start_time),
+        super::Vouch::Gone => 0,
+        super::Vouch::Unproven => {
+            return Err(anyhow!(
+                "PID {} is alive with the recorded start time but does not carry this instance's marker; not restarting it",
+                record.pid
+            ));
+        }
+    };
+    // Like a stop: the intent first, so the old watcher does not restart the server itself.
+    record.state = State::Stopping;
+    record::save(home, &record)?;
+    let ended = stop::end_instance(home, &record, vouch, options.grace)?.signal.map(|signal| (signal, uptime_s));
+    if !process::port_is_free(&record.hostname, record.port) {
+        let err = port_taken(&record.hostname, record.port);
+        record.failed = Some(format!("{err}"));
+        record::save(home, &record)?;
+        return Err(err);
+    }
+    if let Some((signal, uptime_s)) = ended {
+        let at = watch::rfc3339_in(Duration::ZERO);
+        record.last_exit =
+            Some(Exit { code: None, signal: Some(format!("SIG{signal}")), at, uptime_s, reason: "restart".into() });
+    }
+    record.state = State::Starting;
+    record.failed = None;
+    record.next_restart_at = None;
+    let deadline = Instant::now() + options.timeout;
+    let mut launch = Launch::new(home, record, false, lock);
+    launch.spawn(deadline)?;
+    match launch.wait_ready(deadline) {
+        Wait::Ready(version) => {
+            launch.record.state = State::Running;
+            launch.record.opencode.version = version;
+            launch.record.restarts += 1;
+            record::save(home, &launch.record)?;
+            Ok(Started { record: launch.finish(), took: began.elapsed() })
+        }
+        Wait::Exited(status) => Err(launch.exited_error(&status)),
+        Wait::Failed(error) => Err(anyhow!(Failure::new(code::FAILED, error))),
+        Wait::TimedOut => Err(launch.timed_out_error(options.timeout)),
+        Wait::Interrupted => Err(anyhow!(Failure::new(code::INTERRUPTED, "interrupted; the restart did not finish"))),
+    }
+}
+
+/// Wait until the server has no busy session, for at most `limit`.
+fn wait_until_idle(record: &Record, limit: Duration) -> Result<()> {
+    let client = Client::for_record(record, Duration::from_secs(5));
+    let deadline = Instant::now() + limit;
+    loop {
+        match client.busy_sessions() {
+            Ok(busy) if busy.is_empty() => return Ok(()),
+            // A server that does not answer has nothing to finish.
+            Err(_) => return Ok(()),
+            Ok(busy) if Instant::now() >= deadline => {
+                return Err(anyhow!(
+                    Failure::new(
+                        code::TIMED_OUT,
+                        format!(
+                            "instance {} still has {} busy session(s) after {}s; not restarted",
+                            record.label(),
+                            busy.len(),
+                            limit.as_secs()
+                        )
+                    )
+                    .hint("--force restarts it at once, aborting what it is doing")
+                ));
+            }
+            Ok(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+        if process::interrupted() {
+            return Err(anyhow!(Failure::new(code::INTERRUPTED, "interrupted; nothing was restarted")));
+        }
+    }
+}
+
+/// The record of a new instance, as its watcher gets it (no server yet).
+fn new_record(home: &Home, plan: &Plan, id: &str, name: Option<String>, port: u16) -> Record {
+    let password = plan.auth.then(|| plan.env.get(PASSWORD_VAR).cloned().unwrap_or_else(token::password));
+    let username = plan.env.get(USERNAME_VAR).cloned().unwrap_or_else(|| "opencode".to_string());
+    let mut args: Vec<String> =
+        plan.log_level.iter().flat_map(|l| ["--print-logs".to_string(), "--log-level".into(), l.clone()]).collect();
+    args.extend(["serve", "--hostname", &plan.hostname, "--port", &port.to_string()].map(String::from));
+    args.extend(plan.extra.iter().cloned());
+    Record {
+        schema: record::SCHEMA,
+        id: id.to_string(),
+        name,
+        pid: 0,
+        pid_started_at: 0,
+        pid_start_key: None,
+        hostname: plan.hostname.clone(),
+        port,
+        url: client_url(&plan.hostname, port),
+        username,
+        password,
+        dir: plan.dir.clone(),
+        opencode: Binary { path: plan.binary.clone(), version: None },
+        args,
+        env: plan.env.clone(),
+        log: home.log_path(id),
+        started_at: output::rfc3339(output::now_secs()),
+        state: State::Starting,
+        watcher: None,
+        restart_policy: plan.restart,
+        supervision: plan.supervision.clone(),
+        restarts: 0,
+        last_exit: None,
+        next_restart_at: None,
+        failed: None,
+    }
+}
+
+/// The command that runs the server as `record` describes it: its binary, arguments,
+/// directory, environment, the marker and the credentials (in the environment, never on the
+/// command line). Stdio is the caller's to set.
+pub fn server_command(home: &Home, record: &Record) -> Command {
+    let mut cmd = Command::new(&record.opencode.path);
+    cmd.args(&record.args)
+        .current_dir(&record.dir)
+        .envs(&record.env)
+        .env(MARKER_ID, &record.id)
+        .env(MARKER_HOME, home.root())
+        .env(USERNAME_VAR, &record.username);
+    match &record.password {
+        Some(password) => cmd.env(PASSWORD_VAR, password),
+        None => cmd.env_remove(PASSWORD_VAR),
+    };
+    cmd
 }
 
 /// `--opencode`, else `$OCX_OPENCODE`, else `opencode` on PATH (with PATHEXT on Windows, where
@@ -205,16 +356,11 @@ fn client_url(host: &str, port: u16) -> String {
     }
 }
 
-/// A free port that no record claims (a server that is still starting may not have bound its
-/// port yet).
+/// A free port below the ephemeral range that no record claims (a server that is still
+/// starting, or being restarted, may not hold its port right now).
 fn pick_port(host: &str, records: &[Record]) -> Result<u16> {
-    for _ in 0..20 {
-        let port = process::free_port(host)?;
-        if !records.iter().any(|r| r.port == port) {
-            return Ok(port);
-        }
-    }
-    Err(anyhow!("cannot find a free port on {host}"))
+    let claimed: Vec<u16> = records.iter().map(|r| r.port).collect();
+    process::free_port(host, process::instance_ports(), &claimed)
 }
 
 fn port_taken(host: &str, port: u16) -> anyhow::Error {
@@ -237,181 +383,163 @@ enum Transient {
 
 enum Wait {
     Ready(Option<String>),
-    Exited(ExitStatus),
+    Exited(String),
+    Failed(String),
     TimedOut,
     Interrupted,
 }
 
-/// One instance being started, under its lock. Until `finish`, dropping it (an error, a
-/// timeout, Ctrl-C, a panic) ends everything it spawned, removes the record and the lock file.
+/// One instance being started (or restarted) under its lock, through its watcher. Until
+/// `finish`, dropping it (an error, a timeout, Ctrl-C, a panic) ends everything it spawned;
+/// a new instance's record and lock file go too, an existing one is marked `failed`.
 struct Launch<'a> {
     home: &'a Home,
-    id: String,
-    name: Option<String>,
-    /// The server spawned last; earlier ones have exited and were reaped.
-    child: Option<Child>,
-    /// Written once the last spawn was recorded.
-    record: Option<Record>,
-    /// Where the last spawn's output starts in the (appended) log.
+    /// The record being started: the watcher's plan, then with the server and watcher in it.
+    record: Record,
+    /// True for a new instance, false for a restart of an existing one.
+    fresh: bool,
+    /// The watcher spawned last; earlier ones have exited and were reaped.
+    watcher: Option<Child>,
+    reports: Option<Receiver<Report>>,
+    /// Where the last spawn's output starts in the log.
     log_offset: u64,
-    ready_line_seen: bool,
     finished: bool,
     _lock: Lock,
 }
 
 impl<'a> Launch<'a> {
-    fn new(home: &'a Home, id: String, name: Option<String>, lock: Lock) -> Self {
-        Launch {
-            home,
-            id,
-            name,
-            child: None,
-            record: None,
-            log_offset: 0,
-            ready_line_seen: false,
-            finished: false,
-            _lock: lock,
-        }
+    fn new(home: &'a Home, record: Record, fresh: bool, lock: Lock) -> Self {
+        Launch { home, record, fresh, watcher: None, reports: None, log_offset: 0, finished: false, _lock: lock }
     }
 
-    fn record_mut(&mut self) -> &mut Record {
-        self.record.as_mut().expect("a launch is recorded once spawned")
-    }
-
-    /// Spawn the server detached and write its record (`state: starting`). The caller holds
-    /// the store lock.
-    fn spawn(&mut self, plan: &Plan, port: u16) -> Result<()> {
-        if let Some(mut old) = self.child.take() {
+    /// Spawn a watcher for the record, which spawns the server; write the record with both.
+    /// The caller holds the store lock for a new instance.
+    fn spawn(&mut self, deadline: Instant) -> Result<()> {
+        if let Some(mut old) = self.watcher.take() {
             let _ = old.wait();
         }
-        let id = self.id.clone();
-        let log_path = self.home.log_path(&id);
-        let mut log = process::open_private_log(&log_path)
-            .with_context(|| format!("cannot open the log {}", log_path.display()))?;
-        let password = plan.auth.then(|| plan.env.get(PASSWORD_VAR).cloned().unwrap_or_else(token::password));
-        let username = plan.env.get(USERNAME_VAR).cloned().unwrap_or_else(|| "opencode".to_string());
-        let mut args: Vec<String> =
-            ["serve", "--hostname", &plan.hostname, "--port", &port.to_string()].map(String::from).to_vec();
-        args.extend(plan.extra.iter().cloned());
-        let now = output::now_secs();
-        writeln!(
-            log,
-            "--- ocx: {id} started at {}: {} {}",
-            output::rfc3339(now),
-            plan.binary.display(),
-            args.join(" ")
-        )
-        .with_context(|| format!("cannot write the log {}", log_path.display()))?;
-        self.log_offset = log.metadata().map_or(0, |m| m.len());
-        self.ready_line_seen = false;
-
-        let mut cmd = Command::new(&plan.binary);
-        cmd.args(&args)
-            .current_dir(&plan.dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .envs(&plan.env)
-            .env(MARKER_ID, &id)
+        self.log_offset = std::fs::metadata(&self.record.log).map_or(0, |m| m.len());
+        let exe = std::env::current_exe().context("cannot find the ocx binary to run the watcher")?;
+        let mut cmd = Command::new(&exe);
+        cmd.args(["__watch", &self.record.id])
+            .env(MARKER_ID, &self.record.id)
             .env(MARKER_HOME, self.home.root())
-            .env(USERNAME_VAR, &username);
-        match &password {
-            Some(password) => cmd.env(PASSWORD_VAR, password),
-            None => cmd.env_remove(PASSWORD_VAR),
-        };
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
         process::detach(&mut cmd);
         hooks::pause("start:before-spawn");
-        let child = cmd.spawn().with_context(|| format!("cannot run {}", plan.binary.display()))?;
-        let pid = child.id();
-        self.child = Some(child);
+        let mut watcher = cmd.spawn().with_context(|| format!("cannot run the watcher {}", exe.display()))?;
+        let (stdin, stdout) = (watcher.stdin.take(), watcher.stdout.take());
+        let wpid = watcher.id();
+        self.watcher = Some(watcher);
         hooks::fail("start:spawned")?;
-        // A server that already exited has no start time; the wait below reports its exit.
-        let server = Processes::of(&[pid])?.get(pid).map(|p| p.id());
-        hooks::pause("start:after-spawn");
-        let mut record = Record {
-            schema: record::SCHEMA,
-            id: id.clone(),
-            name: self.name.clone(),
-            pid,
-            pid_started_at: 0,
-            pid_start_key: None,
-            hostname: plan.hostname.clone(),
-            port,
-            url: client_url(&plan.hostname, port),
-            username,
-            password,
-            dir: plan.dir.clone(),
-            opencode: Binary { path: plan.binary.clone(), version: None },
-            args,
-            env: plan.env.clone(),
-            log: log_path,
-            started_at: output::rfc3339(now),
-            state: State::Starting,
+        let mut plan = serde_json::to_vec(&self.record)?;
+        plan.push(b'\n');
+        stdin.expect("piped").write_all(&plan).context("cannot hand the watcher its plan")?;
+        let (tx, reports) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout.expect("piped")).lines() {
+                let Ok(report) = line.map_err(anyhow::Error::from).and_then(|l| Ok(serde_json::from_str(&l)?)) else {
+                    break;
+                };
+                if tx.send(report).is_err() {
+                    break;
+                }
+            }
+        });
+        let server = loop {
+            match reports.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(Report::Spawned(server)) => break server,
+                Ok(Report::Failed { error }) => return Err(anyhow!(Failure::new(code::FAILED, error))),
+                Ok(_) => {}
+                Err(_) => return Err(anyhow!("the watcher exited before it started the server")),
+            }
         };
-        if let Some(server) = server {
-            record.set_server(server);
-        }
+        self.reports = Some(reports);
+        self.record.watcher = Processes::of(&[wpid])?.get(wpid).map(|p| p.id());
+        self.record.set_server(server);
+        hooks::pause("start:after-spawn");
         hooks::fail("start:record")?;
-        record::save(self.home, &record)?;
-        self.record = Some(record);
-        Ok(())
+        record::save(self.home, &self.record)
     }
 
-    /// Poll until the ready line is in the log and the health check passes, or the server
-    /// exits, or `deadline` passes, or the user presses Ctrl-C.
+    /// Wait for the watcher's word: healthy, exited, failed; or `deadline`, or Ctrl-C.
     fn wait_ready(&mut self, deadline: Instant) -> Wait {
+        let Some(reports) = &self.reports else { return Wait::Exited("not started".into()) };
         loop {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                return Wait::Exited(status);
-            }
             if process::interrupted() {
                 return Wait::Interrupted;
             }
-            let now = Instant::now();
-            if now >= deadline {
+            if Instant::now() >= deadline {
                 return Wait::TimedOut;
             }
-            if !self.ready_line_seen {
-                self.ready_line_seen = self.new_log().contains(READY_MARK);
+            match reports.recv_timeout(POLL) {
+                Ok(Report::Ready { version }) => return Wait::Ready(version),
+                Ok(Report::Exited { status }) => return Wait::Exited(status),
+                Ok(Report::Failed { error }) => return Wait::Failed(error),
+                Ok(Report::Spawned(_)) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Wait::Exited("its watcher exited".into()),
             }
-            if self.ready_line_seen {
-                let client = Client::for_record(self.record_mut(), (deadline - now).min(Duration::from_secs(2)));
-                if let Ok(health) = client.health()
-                    && health.healthy
-                {
-                    return Wait::Ready(health.version);
-                }
-            }
-            std::thread::sleep(POLL);
         }
     }
 
+    fn exited_error(&self, status: &str) -> anyhow::Error {
+        anyhow!(
+            Failure::new(
+                code::FAILED,
+                format!(
+                    "opencode exited ({status}) before it became healthy; the end of its log:\n{}",
+                    self.log_tail()
+                )
+            )
+            .hint(format!("the whole log: ocx logs {}", self.record.id))
+        )
+    }
+
+    fn timed_out_error(&self, timeout: Duration) -> anyhow::Error {
+        anyhow!(
+            Failure::new(
+                code::TIMED_OUT,
+                format!("opencode did not become healthy within {}s; stopped it", timeout.as_secs_f64())
+            )
+            .hint(format!(
+                "start-up can take 20 s with many plugins: raise --timeout; the log: ocx logs {}",
+                self.record.id
+            ))
+        )
+    }
+
     /// Why the exited server failed, if another try would fix it.
-    fn transient_failure(&mut self, plan: &Plan) -> Option<Transient> {
-        if plan.port.is_none() && !process::port_is_free(&plan.hostname, self.record_mut().port) {
+    fn transient_failure(&self, plan: &Plan) -> Option<Transient> {
+        if plan.port.is_none() && !process::port_is_free(&plan.hostname, self.record.port) {
             return Some(Transient::PortTaken);
         }
         let log = self.new_log();
         DATABASE_RACE_SIGNS.iter().any(|sign| log.contains(sign)).then_some(Transient::DatabaseRace)
     }
 
-    /// What the last spawn wrote to the log so far.
+    /// What the last spawn wrote to the log so far, without the times of its lines.
     fn new_log(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut file) = File::open(self.home.log_path(&self.id))
-            && file.seek(SeekFrom::Start(self.log_offset)).is_ok()
-        {
-            let mut bytes = Vec::new();
-            let _ = file.read_to_end(&mut bytes);
-            text = String::from_utf8_lossy(&bytes).into_owned();
+        let mut bytes = Vec::new();
+        if let Ok(mut file) = File::open(&self.record.log) {
+            let len = file.metadata().map_or(0, |m| m.len());
+            // Rotated meanwhile: all of the new file is this spawn's.
+            let from = if len < self.log_offset { 0 } else { self.log_offset };
+            if file.seek(SeekFrom::Start(from)).is_ok() {
+                let _ = file.read_to_end(&mut bytes);
+            }
         }
-        text
+        let mut text = Vec::new();
+        let mut after = true;
+        log::Show { timestamps: false, since: None }.render(&bytes, &mut text, &mut after);
+        String::from_utf8_lossy(&text).into_owned()
     }
 
     /// The last lines of the last spawn's output, without terminal colour codes, indented.
     fn log_tail(&self) -> String {
         let text = strip_ansi(&self.new_log());
-        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("--- ocx:")).collect();
         if lines.is_empty() {
             return "  (nothing)".to_string();
         }
@@ -425,38 +553,33 @@ impl<'a> Launch<'a> {
     /// The start succeeded: keep everything, hand over the record.
     fn finish(mut self) -> Record {
         self.finished = true;
-        self.record.take().expect("a finished launch is recorded")
+        self.record.clone()
     }
 }
 
 impl Drop for Launch<'_> {
-    /// A start that did not finish: end the server and everything it started, delete its
-    /// record. The log stays, for `ocx logs <id>`.
+    /// A start that did not finish: end the watcher, the server and everything it started. A
+    /// new instance's record goes (its log stays, for `ocx logs <id>`); an existing one says it
+    /// failed.
     fn drop(&mut self) {
         if self.finished {
             return;
         }
-        if let Some(child) = &mut self.child {
-            end_child(child);
+        if let Some(watcher) = &mut self.watcher {
+            // Our own child, not reaped yet: its PID is still its own. KILL: it must not react.
+            process::signal_child(watcher, Signal::Kill);
+            let _ = watcher.wait();
         }
-        stop::end_marked(self.home, &self.id);
-        let _ = record::delete(self.home, &self.id);
-        self.home.remove_instance_lock(&self.id);
-    }
-}
-
-/// End a server this ocx spawned and still holds: TERM, a short grace, KILL; then reap it.
-/// Its PID cannot be reused while ocx has not reaped it, so it needs no further vouching.
-fn end_child(child: &mut Child) {
-    if matches!(child.try_wait(), Ok(None)) {
-        process::signal_child(child, Signal::Term);
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(POLL);
+        stop::end_marked(self.home, &self.record.id);
+        if self.fresh {
+            let _ = record::delete(self.home, &self.record.id);
+            self.home.remove_instance_lock(&self.record.id);
+        } else if let Ok(Some(mut record)) = record::load(self.home, &self.record.id) {
+            record.state = State::Running;
+            record.failed = Some("the restart did not complete; see `ocx logs`".to_string());
+            let _ = record::save(self.home, &record);
         }
-        process::signal_child(child, Signal::Kill);
     }
-    let _ = child.wait();
 }
 
 /// Remove terminal escape sequences (`ESC [ … letter`) such as colours.
@@ -496,6 +619,24 @@ mod tests {
     #[test]
     fn ansi_codes_are_stripped() {
         assert_eq!(strip_ansi("\u{1b}[31mError\u{1b}[0m: x"), "Error: x");
+    }
+
+    #[test]
+    fn ports_are_picked_below_the_ephemeral_range_and_never_twice() {
+        let range = process::instance_ports();
+        assert!(range.end <= process::ephemeral_ports().0.max(10_001));
+        let records: Vec<Record> = (0..3)
+            .map(|i| {
+                let mut r = crate::record::tests::sample(&format!("abc12{i}"), None);
+                r.port = pick_port("127.0.0.1", &[]).unwrap();
+                r
+            })
+            .collect();
+        for _ in 0..50 {
+            let port = pick_port("127.0.0.1", &records).unwrap();
+            assert!(range.contains(&port), "{port}");
+            assert!(records.iter().all(|r| r.port != port));
+        }
     }
 
     /// `opencode` is found on PATH as the platform finds programs, and in the fallback directory.

@@ -3,7 +3,9 @@
 //! whether an instance's server is alive, provably ours, and healthy.
 
 pub mod launch;
+pub mod log;
 pub mod stop;
+pub mod watch;
 
 use std::time::Duration;
 
@@ -20,6 +22,9 @@ use crate::server::Client;
 const HEALTH_TIMEOUT: Duration = Duration::from_millis(800);
 /// At most this many health checks at once.
 const PARALLEL: usize = 32;
+/// How long a process without a readable marker is looked at again before it counts as
+/// unproven (one that is exiting is gone well within it).
+const UNPROVEN_WAIT: Duration = Duration::from_secs(2);
 
 /// Whether a recorded process may be signalled.
 pub enum Vouch {
@@ -31,12 +36,23 @@ pub enum Vouch {
     Unproven,
 }
 
-/// Vouch for the process `target` as instance `id`'s, from one look at the process table.
+/// Vouch for the process `target` as instance `id`'s. A process that is exiting cannot show
+/// its marker any more (on Linux its environment reads empty from the moment its memory is
+/// torn down, before it even turns zombie): without the marker it is looked at again for a
+/// short while, until it shows the marker or is gone.
 pub fn vouch(home: &Home, id: &str, target: &ProcId) -> Result<Vouch> {
-    let table = Processes::of_with_environ(&[target.pid])?;
-    let Some(proc) = table.find(target) else { return Ok(Vouch::Gone) };
-    let marked = table.marked(home.root()).iter().any(|m| m.proc.pid == proc.pid && m.instance == id);
-    Ok(if marked { Vouch::Ours(proc) } else { Vouch::Unproven })
+    let deadline = std::time::Instant::now() + UNPROVEN_WAIT;
+    loop {
+        let table = Processes::of_with_environ(&[target.pid])?;
+        let Some(proc) = table.find(target) else { return Ok(Vouch::Gone) };
+        if table.marked(home.root()).iter().any(|m| m.proc.pid == proc.pid && m.instance == id) {
+            return Ok(Vouch::Ours(proc));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(Vouch::Unproven);
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
 }
 
 /// The instance's server if it is alive: the recorded PID, started when recorded.
@@ -57,36 +73,72 @@ pub fn require_server(record: &Record) -> Result<Proc> {
 
 /// What ocx observes about one record now.
 pub struct Observed {
-    /// `running`, `unhealthy`, `starting`, `stopping` or `dead`.
+    /// `running`, `unhealthy`, `starting`, `restarting`, `unsupervised`, `stopping`, `failed`
+    /// or `dead`.
     pub status: &'static str,
     pub healthy: Option<bool>,
     pub version: Option<String>,
     pub uptime_s: Option<u64>,
     pub rss_bytes: Option<u64>,
+    /// Its watcher is alive.
+    pub supervised: bool,
+    /// Seconds until the watcher starts the server again, while it waits to.
+    pub restart_in_s: Option<u64>,
 }
 
-/// Observe every record: one targeted process-table refresh, then health checks in parallel
-/// for the live ones, each bounded by a short timeout.
+/// Observe every record: one targeted process-table refresh (servers and watchers), then
+/// health checks in parallel for the live servers, each bounded by a short timeout.
 pub fn observe(records: &[Record]) -> Result<Vec<Observed>> {
-    let table = Processes::of(&records.iter().map(|r| r.pid).collect::<Vec<_>>())?;
+    let pids: Vec<u32> = records.iter().flat_map(|r| [Some(r.pid), r.watcher.map(|w| w.pid)]).flatten().collect();
+    let table = Processes::of(&pids)?;
     let now = output::now_secs();
     Ok(crate::parallel::map(records, PARALLEL, |r| {
-        let Some(proc) = table.find(&r.server()) else {
-            return Observed { status: "dead", healthy: None, version: None, uptime_s: None, rss_bytes: None };
+        let supervised = r.watcher.is_some_and(|w| table.find(&w).is_some());
+        let restart_in_s = r
+            .next_restart_at
+            .as_deref()
+            .and_then(|at| humantime::parse_rfc3339(at).ok())
+            .and_then(|at| at.duration_since(std::time::SystemTime::now()).ok())
+            .map(|left| left.as_secs() + 1);
+        let mut observed = Observed {
+            status: "dead",
+            healthy: None,
+            version: None,
+            uptime_s: None,
+            rss_bytes: None,
+            supervised,
+            restart_in_s: None,
         };
-        let uptime_s = Some(now.saturating_sub(proc.start_time));
-        let rss_bytes = Some(proc.rss);
+        let Some(proc) = table.find(&r.server()) else {
+            observed.status = match (r.state, supervised) {
+                (State::Stopping, true) => "stopping",
+                _ if r.failed.is_some() => "failed",
+                (State::Starting, true) => "starting",
+                (_, true) => "restarting",
+                (_, false) => "dead",
+            };
+            observed.restart_in_s = restart_in_s.filter(|_| supervised);
+            return observed;
+        };
+        observed.uptime_s = Some(now.saturating_sub(proc.start_time));
+        observed.rss_bytes = Some(proc.rss);
         if r.state == State::Stopping {
-            return Observed { status: "stopping", healthy: None, version: None, uptime_s, rss_bytes };
+            observed.status = "stopping";
+            return observed;
         }
         let health = Client::for_record(r, HEALTH_TIMEOUT).health();
         let healthy = health.as_ref().is_ok_and(|h| h.healthy);
         // Observed health wins over the recorded intent: a start whose ocx died may be healthy.
-        let status = match (healthy, r.state) {
-            (true, _) => "running",
-            (false, State::Starting) => "starting",
-            (false, _) => "unhealthy",
+        observed.status = match (healthy, r.state, supervised) {
+            (true, _, true) => "running",
+            (true, _, false) => "unsupervised",
+            // Its watcher restarted it; it is not healthy yet.
+            (false, State::Starting, true) if r.restarts > 0 => "restarting",
+            (false, State::Starting, _) => "starting",
+            (false, _, _) => "unhealthy",
         };
-        Observed { status, healthy: Some(healthy), version: health.ok().and_then(|h| h.version), uptime_s, rss_bytes }
+        observed.healthy = Some(healthy);
+        observed.version = health.ok().and_then(|h| h.version);
+        observed
     }))
 }

@@ -75,47 +75,76 @@ fn stop_locked(home: &Home, record: &Record, grace: Duration, outcome: &mut Outc
         return Ok(());
     };
     // Vouch before writing anything: an unproven PID must leave the record as it was.
-    let server = match instance::vouch(home, &record.id, &record.server())? {
-        Vouch::Ours(server) => Some(server),
-        Vouch::Gone => None,
-        Vouch::Unproven => {
-            return Err(anyhow!(
-                "PID {} is alive with the recorded start time but does not carry this instance's marker; not signalling it",
-                record.pid
-            ));
-        }
-    };
-    // The instance's lock makes this write exclusive; the store lock is only for creating records.
+    let vouch = instance::vouch(home, &record.id, &record.server())?;
+    if let Vouch::Unproven = vouch {
+        return Err(anyhow!(
+            "PID {} is alive with the recorded start time but does not carry this instance's marker; not signalling it",
+            record.pid
+        ));
+    }
+    // The intent first: from here on the watcher exits instead of restarting, whatever comes.
     record.state = State::Stopping;
     record::save(home, &record)?;
     hooks::pause("stop:stopping");
-
-    match server {
-        Some(server) => {
-            let (signal, note) = end_process(&server, grace)?;
-            outcome.signal = Some(signal);
-            outcome.note = note;
-            outcome.result = "stopped";
-        }
-        None => outcome.result = "already gone",
-    }
-    outcome.orphans_ended = end_marked(home, &record.id);
-    (outcome.port_free, outcome.port_owner) = port_after_stop(&record);
+    let ended = end_instance(home, &record, vouch, grace)?;
+    outcome.result = if ended.signal.is_some() { "stopped" } else { "already gone" };
+    (outcome.signal, outcome.note, outcome.orphans_ended) = (ended.signal, ended.note, ended.orphans_ended);
+    (outcome.port_free, outcome.port_owner) = (ended.port_free, ended.port_owner);
     record::delete(home, &record.id)?;
     home.remove_instance_lock(&record.id);
     Ok(())
 }
 
+/// How an instance's processes ended.
+pub struct Ended {
+    /// The signal that ended the server: `TERM`, `KILL`, or none when it was already gone.
+    pub signal: Option<&'static str>,
+    pub note: Option<String>,
+    pub orphans_ended: usize,
+    pub port_free: bool,
+    pub port_owner: Option<String>,
+}
+
+/// End an instance whose intent `stopping` is recorded (the caller holds its lock and vouched
+/// for its server): tell its watcher, end the server (TERM, up to `grace`, KILL), end every
+/// process still carrying the marker (the watcher too, if it is still there), check the port.
+pub fn end_instance(home: &Home, record: &Record, server: Vouch, grace: Duration) -> Result<Ended> {
+    let told = tell_watcher(home, record);
+    let (signal, note) = match server {
+        Vouch::Ours(server) => {
+            let (signal, note) = end_process(&server, grace, told)?;
+            (Some(signal), note)
+        }
+        Vouch::Gone | Vouch::Unproven => (None, None),
+    };
+    let orphans_ended = end_marked(home, &record.id);
+    let (port_free, port_owner) = port_after_stop(record);
+    Ok(Ended { signal, note, orphans_ended, port_free, port_owner })
+}
+
+/// Ask the instance's watcher, if it is alive and provably the instance's, to end its server
+/// and exit without restarting it. Whether it was told.
+fn tell_watcher(home: &Home, record: &Record) -> bool {
+    let Some(watcher) = record.watcher else { return false };
+    match instance::vouch(home, &record.id, &watcher) {
+        Ok(Vouch::Ours(proc)) => process::request_stop(home.root(), &record.id, &proc).unwrap_or(false),
+        _ => false,
+    }
+}
+
 /// TERM (unless `grace` is zero), wait up to `grace`, then KILL. Returns the signal that ended
-/// it, and a note when the polite signal could not be delivered (then KILL comes at once).
-fn end_process(proc: &Proc, grace: Duration) -> Result<(&'static str, Option<String>)> {
+/// it, and a note when the polite signal could not be delivered: then KILL comes at once,
+/// unless the watcher was told (`told`) and delivers it itself (on Windows only a process
+/// sharing the server's console can).
+fn end_process(proc: &Proc, grace: Duration, told: bool) -> Result<(&'static str, Option<String>)> {
     let mut note = None;
     if !grace.is_zero() {
         match process::signal(proc, Signal::Term) {
             Ok(_) if process::wait_gone(proc, grace) => return Ok(("TERM", None)),
             Ok(_) => {}
-            // Windows: a CTRL_BREAK reaches only processes sharing the sender's console, and a
-            // detached server has none. Waiting out the grace would change nothing.
+            Err(_) if told && process::wait_gone(proc, grace) => return Ok(("TERM", None)),
+            Err(_) if told => {}
+            // A detached server without a watcher: waiting out the grace would change nothing.
             Err(err) => note = Some(format!("the polite signal could not be delivered ({err:#}); ended it at once")),
         }
     }

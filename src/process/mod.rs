@@ -19,8 +19,9 @@ mod imp;
 #[cfg(test)]
 pub use imp::make_executable;
 pub use imp::{
-    create_private_dir_all, create_private_file, detach, install_interrupt_handler, interrupted, is_trusted,
-    open_lock_file, open_private_log, port_owner, sync_dir,
+    Reaper, Tree, become_watcher, contain, create_private_dir_all, create_private_file, detach, ephemeral_ports,
+    exit_signal, install_interrupt_handler, interrupted, is_trusted, new_session, open_lock_file, open_private_log,
+    port_owner, request_stop, shed_code_pages, stop_requests, sync_dir,
 };
 
 /// The environment variables every process of an instance inherits. Both must match for a
@@ -273,8 +274,23 @@ pub fn is_closed_pipe(err: &std::io::Error) -> bool {
     err.kind() == std::io::ErrorKind::BrokenPipe || (cfg!(windows) && err.raw_os_error() == Some(233))
 }
 
-/// Pick a free port on `host` by binding port 0 and closing the socket again.
-pub fn free_port(host: &str) -> Result<u16> {
+/// Where ocx picks ports for new instances: below the ephemeral range, so that no outgoing
+/// connection can take an instance's port while its watcher restarts the server.
+pub fn instance_ports() -> std::ops::Range<u16> {
+    let (low, _) = ephemeral_ports();
+    10_000..low.max(10_001)
+}
+
+/// A random port of `range` that is free on `host` (bound and closed again) and not in
+/// `claimed`; after some tries, any port the OS gives for port 0.
+pub fn free_port(host: &str, range: std::ops::Range<u16>, claimed: &[u16]) -> Result<u16> {
+    let span = u32::from(range.end - range.start);
+    for _ in 0..50 {
+        let port = range.start + (getrandom::u32().unwrap_or(0) % span) as u16;
+        if !claimed.contains(&port) && port_is_free(host, port) {
+            return Ok(port);
+        }
+    }
     let listener = TcpListener::bind((host, 0)).with_context(|| format!("cannot bind a port on {host}"))?;
     Ok(listener.local_addr()?.port())
 }

@@ -1,25 +1,37 @@
-//! Windows: detached process groups, CTRL_BREAK and TerminateProcess, Ctrl-C.
+//! Windows: the watcher's hidden console and Job Object, named stop events, CTRL_BREAK and
+//! TerminateProcess, Ctrl-C.
 //!
 //! Private files rely on the ACLs of the user's profile directory that holds the home.
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io;
+use std::os::windows::io::AsRawHandle;
 use std::os::windows::process::CommandExt;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, ExitStatus};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use windows_sys::Win32::Foundation::{CloseHandle, FALSE, HANDLE, TRUE};
+use windows_sys::Win32::Foundation::{CloseHandle, FALSE, HANDLE, TRUE, WAIT_OBJECT_0};
 use windows_sys::Win32::System::Console::{CTRL_BREAK_EVENT, GenerateConsoleCtrlEvent, SetConsoleCtrlHandler};
+use windows_sys::Win32::System::JobObjects::{AssignProcessToJobObject, CreateJobObjectW, TerminateJobObject};
 use windows_sys::Win32::System::Threading::{
-    CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW, DETACHED_PROCESS, OpenProcess, PROCESS_TERMINATE, TerminateProcess,
+    CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW, CreateEventW, EVENT_MODIFY_STATE, INFINITE, OpenEventW, OpenProcess,
+    PROCESS_TERMINATE, SetEvent, TerminateProcess, WaitForSingleObject,
 };
 
-use super::PortOwner;
+use super::{PortOwner, Proc};
 
-/// Run the child detached from this console, in a process group of its own.
+/// Run the child (the watcher) in a process group of its own with a console of its own that
+/// has no window: detached from this console, yet able to send its server a CTRL_BREAK, which
+/// reaches only processes that share the sender's console.
 pub fn detach(cmd: &mut Command) {
-    cmd.creation_flags(DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW);
+    cmd.creation_flags(CREATE_NO_WINDOW | CREATE_NEW_PROCESS_GROUP);
+}
+
+/// The server under its watcher: its own process group, on the watcher's console.
+pub fn new_session(cmd: &mut Command) {
+    cmd.creation_flags(CREATE_NEW_PROCESS_GROUP);
 }
 
 /// A PID held open so that it cannot be reused while ocx decides to signal it (Windows keeps
@@ -83,6 +95,141 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
+/// Nothing to set up for a watcher on Windows: there is no subreaper, and the Job Object of
+/// each server (`contain`) holds its tree.
+pub fn become_watcher() -> io::Result<()> {
+    Ok(())
+}
+
+/// Nothing to shed on Windows (its working set is trimmed by the OS).
+pub fn shed_code_pages() {}
+
+/// The name of instance `id`'s stop event: unique per home and id, in this session's namespace.
+fn stop_event_name(home: &Path, id: &str) -> Vec<u16> {
+    // FNV-1a of the home's path: event names cannot hold backslashes.
+    let hash = home
+        .to_string_lossy()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    format!("Local\\ocx-{hash:016x}-{id}").encode_utf16().chain(Some(0)).collect()
+}
+
+/// Stop requests to a watcher: a named event that `ocx stop` sets.
+pub struct StopRequests {
+    event: HANDLE,
+}
+
+// SAFETY: an event handle may be waited on from any thread.
+unsafe impl Send for StopRequests {}
+
+pub fn stop_requests(home: &Path, id: &str) -> io::Result<StopRequests> {
+    let name = stop_event_name(home, id);
+    // SAFETY: a new auto-reset event with a NUL-terminated name; checked below.
+    let event = unsafe { CreateEventW(std::ptr::null(), FALSE, FALSE, name.as_ptr()) };
+    if event.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(StopRequests { event })
+}
+
+impl StopRequests {
+    /// Block until the next stop request.
+    pub fn wait(&mut self) -> io::Result<()> {
+        // SAFETY: the handle is open for the life of `self`.
+        match unsafe { WaitForSingleObject(self.event, INFINITE) } {
+            WAIT_OBJECT_0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        }
+    }
+}
+
+/// Ask instance `id`'s watcher to stop its server and exit: set its stop event. False if there
+/// is no such event (no watcher listens).
+pub fn request_stop(home: &Path, id: &str, _watcher: &Proc) -> io::Result<bool> {
+    let name = stop_event_name(home, id);
+    // SAFETY: the handle is checked, used once and closed.
+    unsafe {
+        let event = OpenEventW(EVENT_MODIFY_STATE, FALSE, name.as_ptr());
+        if event.is_null() {
+            return Ok(false);
+        }
+        let ok = SetEvent(event);
+        CloseHandle(event);
+        if ok == FALSE {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(true)
+}
+
+/// Waits for each child on a thread of its own and reports its exit.
+pub struct Reaper {
+    on_exit: Arc<dyn Fn(u32, ExitStatus) + Send + Sync>,
+}
+
+impl Reaper {
+    pub fn start(on_exit: impl Fn(u32, ExitStatus) + Send + Sync + 'static) -> io::Result<Reaper> {
+        Ok(Reaper { on_exit: Arc::new(on_exit) })
+    }
+
+    pub fn watch(&self, mut child: Child) {
+        let on_exit = Arc::clone(&self.on_exit);
+        let _ = std::thread::Builder::new().stack_size(64 * 1024).spawn(move || {
+            if let Ok(status) = child.wait() {
+                on_exit(child.id(), status);
+            }
+        });
+    }
+}
+
+/// A server's process tree: a Job Object holding the server and everything it starts, so the
+/// whole tree, and with it every handle to the listening socket, ends at once (no "ghost port"
+/// held by a child that inherited it).
+pub struct Tree {
+    job: HANDLE,
+}
+
+// SAFETY: a job handle may be used from any thread.
+unsafe impl Send for Tree {}
+
+/// Put a just-spawned server in a Job Object of its own. (What it started before this call,
+/// in its first instants, is not in it; the marker sweep still finds that.)
+pub fn contain(child: &Child) -> Tree {
+    // SAFETY: an anonymous job; the child's handle is valid while `child` lives.
+    unsafe {
+        let job = CreateJobObjectW(std::ptr::null(), std::ptr::null());
+        if !job.is_null() {
+            AssignProcessToJobObject(job, child.as_raw_handle() as HANDLE);
+        }
+        Tree { job }
+    }
+}
+
+impl Tree {
+    /// End every process in the tree.
+    pub fn end(&self) {
+        if !self.job.is_null() {
+            // SAFETY: the handle is open for the life of `self`.
+            unsafe { TerminateJobObject(self.job, 1) };
+        }
+    }
+}
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        if !self.job.is_null() {
+            // SAFETY: opened by `contain`, closed once. Without KILL_ON_JOB_CLOSE the processes
+            // live on: a watcher that dies leaves its server serving.
+            unsafe { CloseHandle(self.job) };
+        }
+    }
+}
+
+/// Windows reports no signals: an exit code says it all.
+pub fn exit_signal(_status: &ExitStatus) -> Option<String> {
+    None
+}
+
 pub fn create_private_dir_all(path: &Path) -> io::Result<()> {
     std::fs::create_dir_all(path)
 }
@@ -137,6 +284,11 @@ pub fn start_key(pid: u32, _start_time: u64) -> Option<u64> {
         CloseHandle(handle);
         (ok != FALSE).then(|| u64::from(created.dwHighDateTime) << 32 | u64::from(created.dwLowDateTime))
     }
+}
+
+/// The ports Windows hands out for outgoing connections (its default dynamic range).
+pub fn ephemeral_ports() -> (u16, u16) {
+    (49152, 65535)
 }
 
 /// Not looked up on Windows yet.

@@ -95,6 +95,8 @@ fn bash_completes_instances_subcommands_and_values() {
     assert_eq!(values(&bash(&env, &["ocx", "st"])), ["start", "stop"]);
     assert_eq!(values(&bash(&env, &["ocx", "run", "--format", ""])), ["text", "json"]);
     assert_offers(&bash(&env, &["ocx", "logs", "k3"]), &["k3f9a2"]);
+    assert_offers(&bash(&env, &["ocx", "restart", ""]), &["k3f9a2", "api", "zz0001"]);
+    assert_eq!(values(&bash(&env, &["ocx", "start", "--restart", ""])), ["no", "on-failure", "always"]);
 }
 
 #[test]
@@ -105,6 +107,8 @@ fn zsh_completes_instances_with_descriptions() {
     assert!(lines.iter().any(|l| l.starts_with("api:k3f9a2, running, /home/u/proj")), "{lines:?}");
     assert_eq!(values(&zsh(&env, &["ocx", "st"])), ["start", "stop"]);
     assert_eq!(values(&zsh(&env, &["ocx", "run", "--format", ""])), ["text", "json"]);
+    assert_offers(&zsh(&env, &["ocx", "restart", ""]), &["k3f9a2", "api", "zz0001"]);
+    assert_eq!(values(&zsh(&env, &["ocx", "start", "--restart", ""])), ["no", "on-failure", "always"]);
 }
 
 #[test]
@@ -115,6 +119,8 @@ fn fish_completes_instances_with_descriptions() {
     assert!(lines.iter().any(|l| l == "k3f9a2\trunning, /home/u/proj"), "{lines:?}");
     assert_eq!(values(&fish(&env, "ocx st")), ["start", "stop"]);
     assert_eq!(values(&fish(&env, "ocx run --format ")), ["text", "json"]);
+    assert_offers(&fish(&env, "ocx restart "), &["k3f9a2", "api", "zz0001"]);
+    assert_eq!(values(&fish(&env, "ocx start --restart ")), ["no", "on-failure", "always"]);
     // Paths: directories for --dir, files for --file (the shell runs in the repository).
     assert_offers(&fish(&env, "ocx start --dir sr"), &["src/"]);
     assert_offers(&fish(&env, "ocx run api x --file Cargo.t"), &["Cargo.toml"]);
@@ -134,6 +140,8 @@ fn powershell_candidates_come_from_ocx() {
     assert_offers(&lines, &["k3f9a2", "api", "zz0001"]);
     assert!(lines.iter().any(|l| l == "api\tk3f9a2, running, /home/u/proj"), "{lines:?}");
     assert_eq!(values(&ask(&["ocx", "st"])), ["start", "stop"]);
+    assert_offers(&ask(&["ocx", "restart", ""]), &["k3f9a2", "api", "zz0001"]);
+    assert_eq!(values(&ask(&["ocx", "start", "--restart", ""])), ["no", "on-failure", "always"]);
     // Only the first word of `ocx run` can be an instance.
     assert_offers(&ask(&["ocx", "run", ""]), &["api"]);
     assert!(ask(&["ocx", "run", "api", ""]).iter().all(|l| l.starts_with('-')));

@@ -35,7 +35,10 @@ fn twelve_concurrent_starts_give_twelve_healthy_instances() {
     for child in children {
         finish(child, "ocx start").success();
     }
-    let listed = env.ls();
+    // Twelve fresh servers load two cores: a health check can take longer than ls waits.
+    let listed = wait_for("all twelve to answer ls's health check", Duration::from_secs(60), || {
+        Some(env.ls()).filter(|l| l.iter().all(|r| r["status"] == "running"))
+    });
     assert_eq!(listed.len(), 12);
     let mut ids: Vec<&str> = listed.iter().map(|r| r["id"].as_str().unwrap()).collect();
     let mut ports: Vec<u64> = listed.iter().map(|r| r["port"].as_u64().unwrap()).collect();
@@ -121,7 +124,8 @@ fn gc_never_signals_a_process_that_reused_a_pid() {
 #[test]
 fn gc_ends_the_agents_command_when_the_server_was_killed() {
     let env = TestEnv::new();
-    let started = env.start(&[]);
+    // Not restarted: then its watcher ends what it left behind (`supervise::…_before_the_restart`).
+    let started = env.start(&["--restart", "no"]);
     let id = started["id"].as_str().unwrap().to_string();
     crate::lifecycle::prompt_async(&env.secrets(&id), "RUN:sleep 778");
     let sleeper = wait_for("the agent's `sleep 778`", Duration::from_secs(60), || {

@@ -42,6 +42,19 @@ pub fn prompt_async(record: &Value, text: &str) -> String {
     id
 }
 
+/// Every message of a session with its parts (`GET /session/{id}/message`).
+pub fn messages(record: &Value, session: &str) -> Value {
+    let url = format!("{}/session/{session}/message", record["url"].as_str().unwrap());
+    http(Duration::from_secs(30))
+        .get(&url)
+        .header("Authorization", basic_auth(record))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_json()
+        .unwrap()
+}
+
 #[test]
 fn start_ls_auth_stop() {
     let env = TestEnv::new();
@@ -93,7 +106,7 @@ fn start_ls_auth_stop() {
 #[test]
 fn a_killed_server_shows_dead_and_stop_removes_its_record() {
     let env = TestEnv::new();
-    let started = env.start(&[]);
+    let started = env.start(&["--restart", "no"]);
     let pid = pid_of(&started);
     Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
     wait_for("the server to die", Duration::from_secs(10), || is_gone(pid).then_some(()));
@@ -180,7 +193,7 @@ fn bad_starts_fail_clearly_and_leave_nothing_behind() {
     let crasher = env.fake_binary("crasher", "echo 'boom: no config'; exit 3");
     env.run(&["start", "--opencode", crasher.to_str().unwrap()])
         .code(1)
-        .stderr_has("exited (exit status: 3) before it became healthy")
+        .stderr_has("exited (exit 3) before it became healthy")
         .stderr_has("boom: no config");
 
     let sleeper = env.fake_binary("sleeper", "exec sleep 300");

@@ -9,4 +9,5 @@ mod gc;
 mod lifecycle;
 mod run;
 mod smoke;
+mod supervise;
 mod sweep;

@@ -7,16 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::proxy::Proxy;
-use crate::support::{Run, TestEnv, basic_auth, finish, http, is_gone, wait_for};
-
-/// The session id `ocx run` reports on stderr.
-fn session_of(run: &Run) -> String {
-    run.stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("session: "))
-        .unwrap_or_else(|| panic!("no session line in stderr:\n{}", run.stderr))
-        .to_string()
-}
+use crate::support::{TestEnv, basic_auth, finish, http, is_gone, session_of, wait_for};
 
 /// Whether the server still works on the session.
 fn is_busy(record: &Value, session: &str) -> bool {
@@ -157,7 +148,7 @@ fn ctrl_c_aborts_the_prompt_and_exits_130() {
 #[test]
 fn an_instance_that_is_not_running_is_refused_with_a_hint() {
     let env = TestEnv::new();
-    let started = env.start(&[]);
+    let started = env.start(&["--restart", "no"]);
     let pid = started["pid"].as_u64().unwrap() as u32;
     Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
     wait_for("the server to die", Duration::from_secs(10), || is_gone(pid).then_some(()));

@@ -218,6 +218,40 @@ impl TestEnv {
         child
     }
 
+    /// The stand-in server (`tests/support/stand_in.rs`), for the tests the issues allow it in.
+    pub fn stand_in(&self) -> PathBuf {
+        // Built only with the `testing` feature (scripts/test and scripts/bench turn it on).
+        PathBuf::from(env!("CARGO_BIN_EXE_ocx-stand-in"))
+    }
+
+    /// The stand-in's control directory (`STAND_IN_DIR`), created on first use.
+    pub fn control_dir(&self) -> PathBuf {
+        let dir = self.root.path().join("control");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Tell the stand-in something: write a control file (see `tests/support/stand_in.rs`).
+    pub fn control(&self, name: &str, content: &str) {
+        std::fs::write(self.control_dir().join(name), content).unwrap();
+    }
+
+    /// `ocx start ARGS` of a stand-in server under this test's control directory.
+    #[track_caller]
+    pub fn start_stand_in(&self, args: &[&str]) -> Value {
+        let dir = format!("STAND_IN_DIR={}", self.control_dir().display());
+        let stand_in = self.stand_in();
+        let mut all = vec!["--opencode", stand_in.to_str().unwrap(), "--env", &dir];
+        all.extend_from_slice(args);
+        self.start(&all)
+    }
+
+    /// The instance as `ls --json` shows it now.
+    #[track_caller]
+    pub fn listed(&self, id: &str) -> Value {
+        self.ls().into_iter().find(|r| r["id"] == id).unwrap_or_else(|| panic!("ls does not list {id}"))
+    }
+
     /// The instance's record file as JSON.
     pub fn record(&self, id: &str) -> Value {
         let path = self.ocx_home.join(format!("instances/{id}.json"));
@@ -370,6 +404,25 @@ fn is_zombie(pid: u32) -> bool {
         .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))
         .unwrap_or(false);
     zombie_leader && std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |t| t.count()) <= 1
+}
+
+/// The session id `ocx run` reports on stderr.
+pub fn session_of(run: &Run) -> String {
+    run.stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("session: "))
+        .unwrap_or_else(|| panic!("no session line in stderr:\n{}", run.stderr))
+        .to_string()
+}
+
+/// CPU time a live process has used so far (user + system), from `/proc/PID/stat`.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Some(Duration::from_millis(ticks * 1000 / per_second))
 }
 
 /// A plain HTTP client for asserting on a server directly; `timeout` bounds each request.

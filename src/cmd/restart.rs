@@ -1,0 +1,81 @@
+//! `ocx restart`: resolve the instances, restart them in parallel (`instance::launch::restart`),
+//! print them as `start` does.
+
+use anyhow::{Result, anyhow};
+
+use crate::cli::RestartArgs;
+use crate::error::{self, Failure};
+use crate::home::Home;
+use crate::instance::launch::{self, RestartOptions, Started};
+use crate::record::{self, Record};
+use crate::{output, parallel, process};
+
+pub fn run(home: &Home, args: RestartArgs) -> Result<()> {
+    let records = record::valid(&record::list(home)?);
+    let targets: Vec<Record> = if args.all {
+        records.clone()
+    } else {
+        // Resolve every name first: a typo restarts nothing.
+        let mut targets: Vec<Record> = Vec::new();
+        for query in &args.instances {
+            let found = record::resolve(&records, query)?;
+            if !targets.iter().any(|t| t.id == found.id) {
+                targets.push(found.clone());
+            }
+        }
+        targets
+    };
+    let options = RestartOptions { force: args.force, wait: args.wait, timeout: args.timeout, grace: args.grace };
+    process::install_interrupt_handler();
+    let spinner = output::Spinner::start(match targets.len() {
+        1 => format!("restarting {}", targets[0].label()),
+        n => format!("restarting {n} instances"),
+    });
+    let results = parallel::map(&targets, targets.len().max(1), |r| launch::restart(home, &r.id, &options));
+    drop(spinner);
+
+    let mut restarted: Vec<Started> = Vec::new();
+    let mut errors: Vec<anyhow::Error> = Vec::new();
+    for (result, target) in results.into_iter().zip(&targets) {
+        match result {
+            Ok(s) => restarted.push(s),
+            Err(e) => errors.push(e.context(format!("instance {}", target.label()))),
+        }
+    }
+    if args.json {
+        let docs = restarted
+            .iter()
+            .map(|s| {
+                let mut doc = s.record.public_json(false);
+                doc["restart_ms"] = (s.took.as_millis() as u64).into();
+                doc
+            })
+            .collect();
+        output::print_json(&serde_json::Value::Array(docs))?;
+    } else if !restarted.is_empty() {
+        let mut table = output::table(["ID", "NAME", "URL", "PID", "RESTARTED IN"]);
+        for s in &restarted {
+            let r = &s.record;
+            table.add_row([
+                &r.id,
+                r.name.as_deref().unwrap_or("-"),
+                &r.url,
+                &r.pid.to_string(),
+                &output::elapsed(s.took),
+            ]);
+        }
+        output::print_table(&mut table)?;
+    }
+    let mut errors = errors.into_iter();
+    match errors.next() {
+        None => Ok(()),
+        Some(first) if targets.len() == 1 => Err(first),
+        Some(first) => {
+            let code = error::code_of(&first);
+            for err in std::iter::once(first).chain(errors) {
+                error::report(&err);
+            }
+            Err(anyhow!(Failure::silent(code)))
+        }
+    }
+}
