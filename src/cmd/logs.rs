@@ -45,9 +45,18 @@ pub fn run(home: &Home, args: LogsArgs) -> Result<()> {
     let mut follower = Follower::new(&path, current, offset);
     let mut buf = Vec::new();
     loop {
-        std::thread::sleep(Duration::from_millis(200));
+        // While lines flow, read on at once: a fast writer must not rotate past a file before
+        // it was read. When nothing came, wait a little.
+        if buf.is_empty() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
         buf.clear();
-        follower.poll(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
+        let whole = follower.poll(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
+        if !whole {
+            output::note(
+                "ocx: some lines were rotated away before they could be read (--log-max-size, --log-max-files)",
+            );
+        }
         shown.clear();
         show.render(&buf, &mut shown, &mut after);
         output::write(&shown)?;

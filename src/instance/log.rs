@@ -273,28 +273,29 @@ impl Follower {
         Follower { path: path.to_path_buf(), file, offset }
     }
 
-    /// Append to `buf` what was written since the last call.
-    pub fn poll(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
+    /// Append to `buf` what was written since the last call. False when some of it was
+    /// rotated away (past the last kept file) before it could be read.
+    pub fn poll(&mut self, buf: &mut Vec<u8>) -> io::Result<bool> {
         self.read_rest(buf)?;
         let open = same_file::Handle::from_file(self.file.try_clone()?)?;
         // NotFound: between a rotation's rename and the new file; the next poll sees it.
-        let Ok(now) = same_file::Handle::from_path(&self.path) else { return Ok(()) };
+        let Ok(now) = same_file::Handle::from_path(&self.path) else { return Ok(true) };
         if now == open {
-            return Ok(());
+            return Ok(true);
         }
-        // Rotated away: the open file is now `.k`; `.k-1` … `.1` came after it, whole.
-        let rotated_to = (1..)
-            .map(|n| rotated(&self.path, n))
-            .take_while(|p| p.exists())
-            .position(|p| same_file::Handle::from_path(&p).is_ok_and(|h| h == open));
-        for n in (1..rotated_to.unwrap_or(0) + 1).rev() {
-            if let Ok(mut file) = File::open(rotated(&self.path, n as u32)) {
+        // Rotated away: the open file is now `.k`, and `.k-1` … `.1` came after it, whole. If
+        // it fell off the end, every kept file came after it (some in between are lost).
+        let kept: Vec<PathBuf> = (1..).map(|n| rotated(&self.path, n)).take_while(|p| p.exists()).collect();
+        let found = kept.iter().position(|p| same_file::Handle::from_path(p).is_ok_and(|h| h == open));
+        for path in kept[..found.unwrap_or(kept.len())].iter().rev() {
+            if let Ok(mut file) = File::open(path) {
                 file.read_to_end(buf)?;
             }
         }
         self.file = File::open(&self.path)?;
         self.offset = 0;
-        self.read_rest(buf)
+        self.read_rest(buf)?;
+        Ok(found.is_some())
     }
 
     fn read_rest(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {

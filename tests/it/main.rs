@@ -7,6 +7,7 @@ mod basics;
 mod completions;
 mod gc;
 mod lifecycle;
+mod logs;
 mod run;
 mod smoke;
 mod supervise;

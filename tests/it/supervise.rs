@@ -286,3 +286,20 @@ fn new_instances_get_ports_below_the_ephemeral_range() {
     let port = started["port"].as_u64().unwrap();
     assert!((10_000..low).contains(&port), "port {port}, ephemeral from {low}");
 }
+
+#[test]
+fn gc_ends_a_watcher_left_without_a_server() {
+    let env = TestEnv::new();
+    let started = env.start(&[]);
+    let watcher = watcher_of(&started);
+    // A watcher that cannot react (frozen) while its server dies: nothing will restart it.
+    kill("STOP", watcher);
+    kill("KILL", pid_of(&started));
+    wait_for("the server to be gone", Duration::from_secs(10), || is_gone(pid_of(&started)).then_some(()));
+    let report = env.run(&["gc", "--json"]).success().json();
+    assert_eq!(report["records"][0]["reason"], "watcher without server", "{report}");
+    assert_eq!(report["records"][0]["result"], "removed", "{report}");
+    wait_for("the watcher to be ended", Duration::from_secs(10), || is_gone(watcher).then_some(()));
+    assert!(env.record_files().is_empty());
+    assert_eq!(env.marked(), vec![]);
+}
