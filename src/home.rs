@@ -155,13 +155,33 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         file.write_all(bytes)?;
         file.sync_all()?;
         drop(file);
-        std::fs::rename(&tmp, path)?;
+        rename_over(&tmp, path)?;
         process::sync_dir(dir)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// How long `rename_over` keeps trying while a file is held open elsewhere.
+const RENAME_RETRY: Duration = Duration::from_millis(250);
+
+/// Rename `from` over `to`. Where a rename cannot replace a file that someone has open (Wine;
+/// Windows on FAT, exFAT and network drives), or a virus scanner still holds the new file, it
+/// fails with access denied or a sharing violation until the other handle is closed, which for
+/// ocx's own readers of a record is a moment: try again every millisecond for a bounded while.
+/// Where those errors are permanent (Unix, a read-only target) the last one is returned.
+fn rename_over(from: &Path, to: &Path) -> std::io::Result<()> {
+    let deadline = Instant::now() + RENAME_RETRY;
+    loop {
+        match std::fs::rename(from, to) {
+            Err(e) if process::is_held_open(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Whether a file name is one of `write_atomic`'s temp files.
@@ -187,6 +207,23 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("a.json")]);
+    }
+
+    /// Wine's rename (and Windows' on FAT and network drives) refuses to replace a file that is
+    /// open; a reader holds a record open only for a moment, and the write waits it out.
+    #[test]
+    fn atomic_write_replaces_a_file_a_reader_holds_open_for_a_moment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.json");
+        write_atomic(&path, b"one").unwrap();
+        let reader = File::open(&path).unwrap();
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(10));
+            drop(reader);
+        });
+        write_atomic(&path, b"two").unwrap();
+        closer.join().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
     }
 
     #[test]

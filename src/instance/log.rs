@@ -129,8 +129,13 @@ impl Writer {
     fn rotate(&mut self) -> io::Result<()> {
         if self.max_files == 1 {
             // No rotated files are kept: start the one file afresh (a new file, not a truncation,
-            // so a reader that has it open still reads it whole).
-            std::fs::remove_file(&self.path)?;
+            // so a reader that has it open still reads it whole). Renamed aside first: on
+            // Windows a deleted file that is still open (this writer's own handle, a reader's)
+            // keeps its name until the last handle is closed, and opening the name again would
+            // append to it (Wine; Windows without POSIX delete semantics: FAT, network drives).
+            let aside = rotated(&self.path, 1);
+            std::fs::rename(&self.path, &aside)?;
+            std::fs::remove_file(&aside)?;
         } else {
             for n in (1..self.max_files - 1).rev() {
                 let from = rotated(&self.path, n);

@@ -27,7 +27,8 @@ pub struct Outcome {
     pub name: Option<String>,
     /// `stopped`, `already gone` (dead, or stopped by another ocx meanwhile) or `failed`.
     pub result: &'static str,
-    /// The signal that ended the server: `TERM`, `KILL`, or none when it was already gone.
+    /// What ended the server: `TERM`, `KILL`, `watcher` (its watcher did, where ocx could not
+    /// deliver the polite signal itself: Windows), or none when it was already gone.
     pub signal: Option<&'static str>,
     pub duration_ms: u64,
     /// Processes with the instance's marker that outlived the server and were ended.
@@ -142,7 +143,8 @@ fn end_process(proc: &Proc, grace: Duration, told: bool) -> Result<(&'static str
         match process::signal(proc, Signal::Term) {
             Ok(_) if process::wait_gone(proc, grace) => return Ok(("TERM", None)),
             Ok(_) => {}
-            Err(_) if told && process::wait_gone(proc, grace) => return Ok(("TERM", None)),
+            // What the watcher sent, ocx cannot tell: it ended its server.
+            Err(_) if told && process::wait_gone(proc, grace) => return Ok(("watcher", None)),
             Err(_) if told => {}
             // A detached server without a watcher: waiting out the grace would change nothing.
             Err(err) => note = Some(format!("the polite signal could not be delivered ({err:#}); ended it at once")),

@@ -469,8 +469,14 @@ impl Watcher<'_> {
         server.ending = Some((reason, Instant::now() + END_GRACE));
         let id = server.id;
         self.log_line(&format!("--- ocx: ending the server ({reason}: {why}) to restart it"));
-        if let Ok(proc) = live(id) {
-            let _ = process::signal(&proc, Signal::Term);
+        if let Ok(proc) = live(id)
+            && let Err(err) = process::signal(&proc, Signal::Term)
+        {
+            // Waiting out the grace would change nothing: KILL at the next wake, at once.
+            self.note(&format!("cannot deliver the polite signal ({err:#}); ending the server at once"));
+            if let Some(server) = self.server.as_mut() {
+                server.ending = Some((reason, Instant::now()));
+            }
         }
     }
 
@@ -480,8 +486,14 @@ impl Watcher<'_> {
         let Some(server) = self.server.take() else { return };
         self.log_line("--- ocx: stop requested; ending the server");
         if let Ok(proc) = live(server.id) {
-            let _ = process::signal(&proc, Signal::Term);
-            if !self.wait_reaped(proc.pid, END_GRACE) {
+            let delivered = process::signal(&proc, Signal::Term)
+                .inspect_err(|err| {
+                    // On Windows only a process on the server's console can send it CTRL_BREAK
+                    // (and Wine cannot at all): end it at once instead of waiting in vain.
+                    self.note(&format!("cannot deliver the polite signal ({err:#}); ending the server at once"));
+                })
+                .is_ok();
+            if !delivered || !self.wait_reaped(proc.pid, END_GRACE) {
                 let _ = process::signal(&proc, Signal::Kill);
                 self.wait_reaped(proc.pid, Duration::from_secs(5));
             }

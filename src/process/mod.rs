@@ -281,6 +281,15 @@ pub fn instance_ports() -> std::ops::Range<u16> {
     10_000..low.max(10_001)
 }
 
+/// Whether a failed rename may succeed once another handle to one of the files is closed:
+/// access denied (`ERROR_ACCESS_DENIED`), a sharing or lock violation (Windows' errors 32 and
+/// 33, which Rust maps to no kind), busy.
+pub fn is_held_open(err: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{PermissionDenied, ResourceBusy};
+    matches!(err.kind(), PermissionDenied | ResourceBusy)
+        || (cfg!(windows) && matches!(err.raw_os_error(), Some(32 | 33)))
+}
+
 /// A random port of `range` that is free on `host` (bound and closed again) and not in
 /// `claimed`; after some tries, any port the OS gives for port 0.
 pub fn free_port(host: &str, range: std::ops::Range<u16>, claimed: &[u16]) -> Result<u16> {

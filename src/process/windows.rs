@@ -295,3 +295,71 @@ pub fn ephemeral_ports() -> (u16, u16) {
 pub fn port_owner(_port: u16) -> Option<PortOwner> {
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    use super::*;
+
+    /// A process that waits until its stdin closes (or it is ended), on Windows and under Wine.
+    fn waiter() -> Child {
+        Command::new("findstr.exe").arg("never").stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap()
+    }
+
+    #[test]
+    fn a_pin_ends_its_process() {
+        assert!(pin(0x7fff_fff0).is_none(), "no such PID: nothing to pin");
+        let mut child = waiter();
+        let pinned = pin(child.id()).expect("a live child can be pinned");
+        pinned.kill().unwrap();
+        assert_eq!(child.wait().unwrap().code(), Some(1), "TerminateProcess's exit code");
+    }
+
+    #[test]
+    fn a_tree_ends_what_is_in_it() {
+        let mut child = waiter();
+        let tree = contain(&child);
+        tree.end();
+        assert_eq!(child.wait().unwrap().code(), Some(1), "TerminateJobObject's exit code");
+    }
+
+    #[test]
+    fn start_keys_are_exact_and_only_for_live_processes() {
+        let mut child = waiter();
+        let key = start_key(child.id(), 0).expect("a live process has a creation time");
+        assert_eq!(start_key(child.id(), 0), Some(key), "the same every time");
+        assert_ne!(start_key(std::process::id(), 0), Some(key), "another process started at another time");
+        let pid = child.id();
+        assert!(crate::process::Processes::of(&[pid]).unwrap().get(pid).is_some_and(|p| p.start_key == key));
+        drop(child.stdin.take());
+        child.wait().unwrap();
+        // Exited, though our handle still holds its process object: gone for ocx.
+        assert_eq!(crate::process::Processes::of(&[pid]).unwrap().get(pid), None);
+        drop(child);
+        assert_eq!(crate::process::Processes::of(&[pid]).unwrap().get(pid), None);
+    }
+
+    #[test]
+    fn stop_requests_reach_the_watcher_of_that_home_and_id_only() {
+        let home = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let me = Proc { pid: std::process::id(), start_time: 0, start_key: 0, rss: 0 };
+        let mut requests = stop_requests(home.path(), "abc123").unwrap();
+        assert!(!request_stop(home.path(), "zzz999", &me).unwrap(), "no watcher listens for that id");
+        assert!(!request_stop(other.path(), "abc123", &me).unwrap(), "nor in that home");
+        assert!(request_stop(home.path(), "abc123", &me).unwrap());
+        requests.wait().unwrap();
+    }
+
+    /// Wine reports a write into a pipe whose reader is gone as `ERROR_PIPE_NOT_CONNECTED`
+    /// (233), Windows as `ERROR_NO_DATA` (232, BrokenPipe): both are a closed pipe.
+    #[test]
+    fn a_pipe_whose_reader_is_gone_is_a_closed_pipe() {
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let err = writer.write_all(b"x").unwrap_err();
+        assert!(crate::process::is_closed_pipe(&err), "{err:?}");
+    }
+}

@@ -12,3 +12,4 @@ mod run;
 mod smoke;
 mod supervise;
 mod sweep;
+mod windows;

@@ -8,6 +8,8 @@
 //! with HTTP basic auth when `OPENCODE_SERVER_PASSWORD` is set. What else it does is read
 //! from files in the directory `$STAND_IN_DIR`, each time it looks:
 //! - `crash`: exists at start → exit 1 at once (a crash loop);
+//! - `silent`: exists at start → listen, but never print the ready line (a start that never
+//!   gets healthy, where no shell script can stand in: Windows);
 //! - `exit`: holds a code → exit with it (looked at every 20 ms);
 //! - `busy`: exists → `/session/status` reports one busy session;
 //! - `grow`: holds N → add N MiB of touched memory every 100 ms;
@@ -53,7 +55,11 @@ fn main() {
     }
     console_events();
     let port = listener.local_addr().unwrap().port();
-    println!("opencode server listening on http://{host}:{port}");
+    if control("silent").is_some() {
+        println!("stand-in: listening on port {port} without saying so, as asked");
+    } else {
+        println!("opencode server listening on http://{host}:{port}");
+    }
     let _ = std::io::stdout().flush();
 
     let auth = std::env::var("OPENCODE_SERVER_PASSWORD").ok().map(|password| {
