@@ -7,7 +7,9 @@
 //! (ocx start vs bare opencode serve), `stop` (ocx stop --all, 1 vs 8 servers), `self` (ocx
 //! --version and ocx's peak RSS), `watch` (the watcher's memory and CPU while idle, and the time
 //! from a SIGKILL to healthy again vs a `while true; do opencode serve; done` loop), `logs`
-//! (the watcher copying a stand-in's log: throughput, and its CPU at 1 and 10 MB/s).
+//! (the watcher copying a stand-in's log: throughput, and its CPU at 1 and 10 MB/s), `events`
+//! (`ocx events --all` over 10 instances: the latency it adds to an event, against `curl -N`
+//! on the one `/event` stream).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -59,6 +61,9 @@ fn main() {
     }
     if run("logs") {
         logs();
+    }
+    if run("events") {
+        events();
     }
 }
 
@@ -574,6 +579,77 @@ fn logs() {
             used.as_secs_f64() * 100.0 / window.as_secs_f64()
         );
     }
+    env.run(&["stop", "--all", "--force"]).success();
+}
+
+/// Lines of a child's stdout on a channel, each with the moment it arrived.
+fn lines_of(child: &mut Child) -> std::sync::mpsc::Receiver<(Instant, String)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send((Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The arrival of the first line containing `needle`.
+fn arrival(rx: &std::sync::mpsc::Receiver<(Instant, String)>, needle: &str) -> Instant {
+    loop {
+        let (at, line) = rx.recv_timeout(Duration::from_secs(30)).expect("the event arrives");
+        if line.contains(needle) {
+            return at;
+        }
+    }
+}
+
+/// 9. `ocx events --all --json` over 10 instances next to `curl -N` on one of their `/event`
+///    streams: each round creates a session on that server (a `session.created` event, titled
+///    uniquely) and takes when each consumer printed it.
+fn events() {
+    const ROUNDS: usize = 30;
+    let env = TestEnv::new();
+    env.run(&["start", "--count", "10", "--json"]).success();
+    let target = env.secrets(env.ls()[0]["id"].as_str().unwrap());
+    let (url, auth) = (target["url"].as_str().unwrap().to_string(), support::basic_auth(&target));
+    let mut ocx = env.ocx().args(["events", "--all", "--json"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut curl = Command::new("curl")
+        .args(["-sN", "--noproxy", "*", "-H", &format!("Authorization: {auth}"), &format!("{url}/event")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (from_ocx, from_curl) = (lines_of(&mut ocx), lines_of(&mut curl));
+    // Both connected: every instance's `ocx.connected`, and curl's `server.connected`.
+    for _ in 0..10 {
+        arrival(&from_ocx, "ocx.connected");
+    }
+    arrival(&from_curl, "server.connected");
+    let agent = support::http(Duration::from_secs(10));
+    let mut added = Vec::new();
+    for round in 0..ROUNDS {
+        if interrupted() {
+            break;
+        }
+        let title = format!("bench-event-{round}");
+        agent
+            .post(format!("{url}/session"))
+            .header("Authorization", &auth)
+            .send_json(serde_json::json!({"title": title}))
+            .unwrap();
+        let (a, b) = (arrival(&from_ocx, &title), arrival(&from_curl, &title));
+        added.push(a.saturating_duration_since(b));
+    }
+    let _ = ocx.kill();
+    let _ = curl.kill();
+    let _ = (ocx.wait(), curl.wait());
+    header(&format!("Events ({ROUNDS} events, one of 10 instances)"));
+    row("ocx events --all: later than curl -N by", &stats(&added));
+    println!("\n(target: ≤ 5 ms added, median)");
     env.run(&["stop", "--all", "--force"]).success();
 }
 

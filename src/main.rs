@@ -3,6 +3,7 @@
 mod cli;
 mod cmd;
 mod error;
+mod events;
 mod home;
 mod hooks;
 mod instance;
@@ -12,6 +13,7 @@ mod process;
 mod record;
 mod server;
 mod token;
+mod turn;
 
 use std::process::ExitCode;
 

@@ -129,13 +129,40 @@ impl Client {
         check(self.post(&format!("/session/{id}/abort"), &json!({}))?).map(drop)
     }
 
+    /// `GET /permission`: the permission requests waiting for an answer (stale ones of aborted
+    /// prompts included).
+    pub fn permissions(&self) -> Result<Vec<Value>> {
+        ok_json(self.get("/permission")?)
+    }
+
+    /// `POST /permission/{id}/reply`: `once`, `always` or `reject`.
+    pub fn reply_permission(&self, id: &str, reply: &str) -> Result<()> {
+        check(self.post(&format!("/permission/{id}/reply"), &json!({ "reply": reply }))?).map(drop)
+    }
+
+    /// `GET /question`: the agent's questions waiting for an answer.
+    pub fn questions(&self) -> Result<Vec<Value>> {
+        ok_json(self.get("/question")?)
+    }
+
+    /// `POST /question/{id}/reply`: the chosen labels (or typed answer), one list per question.
+    pub fn answer_question(&self, id: &str, answers: &[Vec<String>]) -> Result<()> {
+        check(self.post(&format!("/question/{id}/reply"), &json!({ "answers": answers }))?).map(drop)
+    }
+
+    /// `POST /question/{id}/reject`: dismiss the question.
+    pub fn dismiss_question(&self, id: &str) -> Result<()> {
+        check(self.post(&format!("/question/{id}/reject"), &json!({}))?).map(drop)
+    }
+
     /// `GET /session/{id}/message`: every message with its parts (`{info, parts}`).
     pub fn messages(&self, id: &str) -> Result<Vec<Value>> {
         ok_json(self.get(&format!("/session/{id}/message"))?)
     }
 
     /// `GET /event`: the server's event stream, one JSON value per event. The request has no
-    /// overall timeout (the stream is meant to stay open), only one for connecting.
+    /// overall timeout (the stream is meant to stay open), only one for connecting and one for
+    /// the answer's head: a server still starting can accept a connection and never answer it.
     pub fn events(&self) -> Result<Events> {
         let url = format!("{}/event", self.base);
         let req = self
@@ -143,6 +170,7 @@ impl Client {
             .config()
             .timeout_global(None)
             .timeout_connect(Some(Duration::from_secs(5)))
+            .timeout_recv_response(Some(Duration::from_secs(5)))
             .build();
         let resp = check(req.call().with_context(|| format!("GET {url}"))?)?;
         Ok(Events { reader: BufReader::new(Box::new(resp.into_body().into_reader())) })

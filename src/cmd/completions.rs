@@ -22,16 +22,26 @@ pub fn answer_if_asked() {
     clap_complete::CompleteEnv::with_factory(command).var(VAR).complete();
 }
 
-/// The command line, with completers on every argument that names an instance.
+/// The command line, with completers on every argument that names an instance or a session.
 fn command() -> clap::Command {
     let instances = || ArgValueCandidates::new(instance_candidates);
+    let sessions = || ArgValueCandidates::new(session_candidates);
     Cli::command()
         .mut_subcommand("stop", |c| c.mut_arg("instances", |a| a.add(instances())))
         .mut_subcommand("restart", |c| c.mut_arg("instances", |a| a.add(instances())))
+        .mut_subcommand("events", |c| {
+            c.mut_arg("instances", |a| a.add(instances())).mut_arg("session", |a| a.add(sessions()))
+        })
+        .mut_subcommand("sessions", |c| c.mut_arg("instance", |a| a.add(instances())))
+        .mut_subcommand("wait", |c| {
+            c.mut_arg("session", |a| a.add(sessions())).mut_arg("instance", |a| a.add(instances()))
+        })
         .mut_subcommand("logs", |c| c.mut_arg("instance", |a| a.add(instances())))
         .mut_subcommand("attach", |c| c.mut_arg("instance", |a| a.add(instances())))
         .mut_subcommand("url", |c| c.mut_arg("instance", |a| a.add(instances())))
-        .mut_subcommand("run", |c| c.mut_arg("instance", |a| a.add(instances())))
+        .mut_subcommand("run", |c| {
+            c.mut_arg("instance", |a| a.add(instances())).mut_arg("session", |a| a.add(sessions()))
+        })
 }
 
 pub fn run(args: CompletionsArgs) -> Result<()> {
@@ -50,6 +60,37 @@ pub fn run(args: CompletionsArgs) -> Result<()> {
     std::io::stdout().lock().write_all(&script)?;
     Ok(())
 }
+
+/// The sessions of the running instances, newest first, each described by its instance and
+/// title. Every server gets a short time to answer, all at once; one that is down or slow
+/// gives nothing.
+fn session_candidates() -> Vec<CompletionCandidate> {
+    let explicit = std::env::var_os("OCX_HOME").map(PathBuf::from);
+    let Some(home) = Home::existing(explicit.as_deref()) else { return Vec::new() };
+    let Ok(entries) = record::list(&home) else { return Vec::new() };
+    let records = record::valid(&entries);
+    let found = crate::parallel::map(&records, records.len().max(1), |r| {
+        let client = crate::server::Client::for_record(r, SESSION_LOOKUP);
+        client.sessions().map(|s| (r.label().to_string(), s)).ok()
+    });
+    let mut sessions: Vec<(u64, CompletionCandidate)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (label, list) in found.into_iter().flatten() {
+        for s in list {
+            let Some(id) = s["id"].as_str().filter(|id| seen.insert(id.to_string())) else { continue };
+            let about = format!("{label}: {}", s["title"].as_str().unwrap_or(""));
+            sessions.push((
+                s["time"]["updated"].as_u64().unwrap_or(0),
+                CompletionCandidate::new(id).help(Some(about.into())),
+            ));
+        }
+    }
+    sessions.sort_by_key(|(updated, _)| std::cmp::Reverse(*updated));
+    sessions.into_iter().map(|(_, c)| c).collect()
+}
+
+/// How long a server gets to list its sessions for completion.
+const SESSION_LOOKUP: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// The ids and names of the instances recorded now, described by their recorded state and
 /// directory (the engine keeps those that match what was typed).

@@ -41,6 +41,7 @@ pub fn run(home: &Home, args: LsArgs) -> Result<()> {
                 doc["version"] = o.version.clone().or_else(|| r.opencode.version.clone()).into();
                 doc["uptime_s"] = o.uptime_s.into();
                 doc["rss_bytes"] = o.rss_bytes.into();
+                doc["activity"] = o.activity.clone().into();
                 doc["supervised"] = o.supervised.into();
                 doc["restart_in_s"] = o.restart_in_s.into();
                 doc
@@ -53,8 +54,9 @@ pub fn run(home: &Home, args: LsArgs) -> Result<()> {
         return Ok(output::print_json(&serde_json::Value::Array(docs))?);
     }
 
-    let mut table =
-        output::table(["ID", "NAME", "STATUS", "PID", "URL", "VERSION", "UPTIME", "MEM", "RESTARTS", "DIR"]);
+    let mut table = output::table([
+        "ID", "NAME", "STATUS", "ACTIVITY", "PID", "URL", "VERSION", "UPTIME", "MEM", "RESTARTS", "DIR",
+    ]);
     for (r, o) in records.iter().zip(&observed) {
         let version = o.version.as_deref().or(r.opencode.version.as_deref()).unwrap_or("-");
         let alive = o.uptime_s.is_some();
@@ -62,6 +64,7 @@ pub fn run(home: &Home, args: LsArgs) -> Result<()> {
             comfy_table::Cell::new(&r.id),
             comfy_table::Cell::new(r.name.as_deref().unwrap_or("-")),
             output::colored(status_text(r, o), status_color(o.status)),
+            comfy_table::Cell::new(o.activity.as_deref().unwrap_or("-")),
             comfy_table::Cell::new(if alive { r.pid.to_string() } else { "-".into() }),
             comfy_table::Cell::new(&r.url),
             comfy_table::Cell::new(if alive { version } else { "-" }),
@@ -82,6 +85,7 @@ pub fn run(home: &Home, args: LsArgs) -> Result<()> {
             comfy_table::Cell::new("-"),
             comfy_table::Cell::new("-"),
             comfy_table::Cell::new("-"),
+            comfy_table::Cell::new("-"),
             comfy_table::Cell::new(format!("{}: {}", i.path.display(), i.reason)),
         ]);
     }
@@ -90,6 +94,7 @@ pub fn run(home: &Home, args: LsArgs) -> Result<()> {
             comfy_table::Cell::new("-"),
             comfy_table::Cell::new("-"),
             output::colored("unmanaged", Color::DarkGrey),
+            comfy_table::Cell::new("-"),
             comfy_table::Cell::new(u.pid),
             comfy_table::Cell::new(u.url().unwrap_or_else(|| "-".into())),
             comfy_table::Cell::new("-"),

@@ -84,6 +84,41 @@ pub struct Observed {
     pub supervised: bool,
     /// Seconds until the watcher starts the server again, while it waits to.
     pub restart_in_s: Option<u64>,
+    /// What the server is doing: `idle`, `busy N`, `asking` (waiting for an answer).
+    pub activity: Option<String>,
+}
+
+/// What a server's sessions are doing.
+pub struct Activity {
+    /// Sessions that are not idle, with their status (`busy`, `retry`).
+    pub busy: serde_json::Map<String, serde_json::Value>,
+    /// Busy sessions waiting for a permission or a question to be answered.
+    pub asking: std::collections::HashSet<String>,
+}
+
+impl Activity {
+    /// `idle`, `busy 2`, or `asking` when any session waits for an answer.
+    pub fn summary(&self) -> String {
+        match (self.busy.len(), self.asking.is_empty()) {
+            (0, _) => "idle".to_string(),
+            (_, false) => "asking".to_string(),
+            (n, true) => format!("busy {n}"),
+        }
+    }
+}
+
+/// What the server's sessions are doing: three quick requests. Requests left over from
+/// aborted prompts stay listed by the server; only those of busy sessions count.
+pub fn activity(client: &Client) -> Result<Activity> {
+    let busy = client.busy_sessions()?;
+    let asking = client
+        .permissions()?
+        .into_iter()
+        .chain(client.questions()?)
+        .filter_map(|r| r["sessionID"].as_str().map(str::to_string))
+        .filter(|s| busy.contains_key(s))
+        .collect();
+    Ok(Activity { busy, asking })
 }
 
 /// Observe every record: one targeted process-table refresh (servers and watchers), then
@@ -108,6 +143,7 @@ pub fn observe(records: &[Record]) -> Result<Vec<Observed>> {
             rss_bytes: None,
             supervised,
             restart_in_s: None,
+            activity: None,
         };
         let Some(proc) = table.find(&r.server()) else {
             observed.status = match (r.state, supervised) {
@@ -126,8 +162,12 @@ pub fn observe(records: &[Record]) -> Result<Vec<Observed>> {
             observed.status = "stopping";
             return observed;
         }
-        let health = Client::for_record(r, HEALTH_TIMEOUT).health();
+        let client = Client::for_record(r, HEALTH_TIMEOUT);
+        let health = client.health();
         let healthy = health.as_ref().is_ok_and(|h| h.healthy);
+        if healthy {
+            observed.activity = activity(&client).ok().map(|a| a.summary());
+        }
         // Observed health wins over the recorded intent: a start whose ocx died may be healthy.
         observed.status = match (healthy, r.state, supervised) {
             (true, _, true) => "running",

@@ -193,3 +193,20 @@ fn committed_man_pages_are_current_and_lint_clean() {
     let messages = String::from_utf8_lossy(&lint.stdout).into_owned() + &String::from_utf8_lossy(&lint.stderr);
     assert!(lint.status.success() && messages.is_empty(), "mandoc -Tlint:\n{messages}");
 }
+
+/// `--session` completes to the sessions of the running instances (asked live, briefly), and
+/// to nothing once the server is down.
+#[test]
+fn sessions_complete_from_the_running_servers() {
+    let env = TestEnv::new();
+    env.start(&["--name", "chat"]);
+    let session = crate::support::session_of(env.run(&["run", "chat", "a session to complete"]).success());
+    let lines = fish(&env, "ocx wait ");
+    assert_offers(&lines, &[&session]);
+    assert!(lines.iter().any(|l| l == &format!("{session}\tchat: a session to complete")), "{lines:?}");
+    assert_offers(&bash(&env, &["ocx", "run", "chat", "x", "--session", ""]), &[&session]);
+    assert_offers(&zsh(&env, &["ocx", "events", "--session", ""]), &[&session]);
+    env.run(&["stop", "chat"]).success();
+    let left = fish(&env, "ocx wait ");
+    assert!(left.iter().all(|l| l.starts_with('-')), "no session when the server is down: {left:?}");
+}

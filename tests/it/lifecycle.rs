@@ -55,6 +55,28 @@ pub fn messages(record: &Value, session: &str) -> Value {
         .unwrap()
 }
 
+fn get_json(record: &Value, path: &str) -> Value {
+    let url = format!("{}{path}", record["url"].as_str().unwrap());
+    http(Duration::from_secs(30))
+        .get(&url)
+        .header("Authorization", basic_auth(record))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_json()
+        .unwrap()
+}
+
+/// How many sessions the server works on (`GET /session/status`).
+pub fn busy_count(record: &Value) -> usize {
+    get_json(record, "/session/status").as_object().map_or(0, |o| o.len())
+}
+
+/// How many permission requests wait for an answer (`GET /permission`).
+pub fn pending_permissions(record: &Value) -> usize {
+    get_json(record, "/permission").as_array().map_or(0, |a| a.len())
+}
+
 #[test]
 fn start_ls_auth_stop() {
     let env = TestEnv::new();

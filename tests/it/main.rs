@@ -6,6 +6,7 @@ mod support;
 mod basics;
 mod completions;
 mod gc;
+mod headless;
 mod lifecycle;
 mod logs;
 mod run;

@@ -4,6 +4,7 @@
 //! - `FAIL` anywhere → HTTP 500;
 //! - `SLOW` → 40 text chunks (`tick N `), 150 ms apart;
 //! - `RUN:<command>` (when the call offers tools) → a `bash` tool call running `<command>`;
+//! - `ASK:` (when the call offers the `question` tool) → the agent asks "Pick one?" (A or B);
 //! - anything else → `echo: <the message>` streamed in small chunks.
 //!
 //! After a tool result (last message has role `tool`) it answers `tool finished`.
@@ -112,6 +113,20 @@ fn answer(conn: &mut TcpStream, request: &Value) -> std::io::Result<()> {
         let ticks: Vec<String> = (0..40).map(|i| format!("tick {i} ")).collect();
         let ticks: Vec<&str> = ticks.iter().map(String::as_str).collect();
         return stream_text(conn, &ticks, Duration::from_millis(150));
+    }
+    let offers = |name: &str| {
+        request["tools"].as_array().is_some_and(|tools| tools.iter().any(|t| t["function"]["name"] == name))
+    };
+    if text.contains("ASK:") && offers("question") {
+        let args = json!({"questions": [{"question": "Pick one?", "header": "Pick", "options": [
+            {"label": "A", "description": "option a"}, {"label": "B", "description": "option b"}]}]})
+        .to_string();
+        let call = json!({"role": "assistant", "tool_calls": [{"index": 0, "id": "call_q", "type": "function",
+            "function": {"name": "question", "arguments": args}}]});
+        start_sse(conn)?;
+        send_chunk(conn, call, None)?;
+        send_chunk(conn, json!({}), Some("tool_calls"))?;
+        return conn.write_all(b"data: [DONE]\n\n");
     }
     if offers_tools && let Some(command) = text.split("RUN:").nth(1).map(|c| c.lines().next().unwrap_or("").trim()) {
         let args = json!({"command": command, "description": "run what the test asked for"}).to_string();

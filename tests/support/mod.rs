@@ -335,7 +335,24 @@ impl Drop for TestEnv {
 
 /// Point opencode (serving `dir`, or with `dir` as its config dir) at the fake model.
 pub fn write_opencode_config(dir: &Path, model: &FakeModel) {
-    let config = serde_json::json!({
+    std::fs::write(dir.join("opencode.json"), serde_json::to_string_pretty(&opencode_config(model)).unwrap()).unwrap();
+}
+
+impl TestEnv {
+    /// Make the servers started from now on ask before every bash command, as a project's
+    /// `"permission": {"bash": "ask"}` does.
+    pub fn ask_permission_for_bash(&self) {
+        let mut config = opencode_config(&self.model);
+        config["permission"] = serde_json::json!({"bash": "ask"});
+        let text = serde_json::to_string_pretty(&config).unwrap();
+        for dir in [self.project.clone(), self.user_home.join(".config/opencode")] {
+            std::fs::write(dir.join("opencode.json"), &text).unwrap();
+        }
+    }
+}
+
+fn opencode_config(model: &FakeModel) -> Value {
+    serde_json::json!({
         "$schema": "https://opencode.ai/config.json",
         "provider": {"fake": {
             "npm": "@ai-sdk/openai-compatible",
@@ -346,8 +363,7 @@ pub fn write_opencode_config(dir: &Path, model: &FakeModel) {
         "model": "fake/fake",
         "share": "disabled",
         "autoupdate": false
-    });
-    std::fs::write(dir.join("opencode.json"), serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    })
 }
 
 /// Live processes carrying the marker of `home` (`OCX_HOME` and `OCX_INSTANCE_ID`), as (pid, id).

@@ -1,0 +1,297 @@
+//! `ocx events`: the live event streams of one or many instances in one output, until Ctrl-C.
+//! Each instance is followed on a thread of its own, reconnected with backoff when its stream
+//! drops (a restart, a crash); with `--all` (or no instance named) new instances are picked up.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Result, anyhow};
+use serde_json::{Map, Value, json};
+
+use crate::cli::EventsArgs;
+use crate::error::{Failure, code};
+use crate::events::{Event, Part, Status};
+use crate::home::Home;
+use crate::record::{self, Record};
+use crate::server::Client;
+use crate::{instance, output, process, turn};
+
+/// How often `--all` looks for instances started since.
+const RESCAN: Duration = Duration::from_secs(2);
+/// The longest wait between two attempts to get a dropped stream back.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What a follower thread reports.
+enum Item {
+    Event(Value),
+    /// The stream is (back) up; after a gap of this long, if it was down.
+    Connected(Option<Duration>),
+    Disconnected,
+    /// The instance's record is gone: it was stopped.
+    Gone,
+}
+
+pub fn run(home: &Home, args: EventsArgs) -> Result<()> {
+    let records = record::valid(&record::list(home)?);
+    let mut named: Vec<Record> = Vec::new();
+    for query in &args.instances {
+        let found = record::resolve(&records, query)?;
+        if !named.iter().any(|r| r.id == found.id) {
+            named.push(found.clone());
+        }
+    }
+    let follow_new = named.is_empty();
+    process::install_interrupt_handler();
+    let (tx, rx) = mpsc::channel::<(String, Item)>();
+    let mut followed: HashSet<String> = HashSet::new();
+    let mut labels: HashMap<String, String> = HashMap::new();
+    let mut printer = Printer::new(&args);
+    let mut next_scan = Instant::now();
+    let mut live = 0usize;
+    for r in &named {
+        follow(home, r, &tx, &mut followed, &mut labels);
+        live += 1;
+    }
+    loop {
+        if process::interrupted() {
+            return Ok(());
+        }
+        if follow_new && Instant::now() >= next_scan {
+            for r in record::valid(&record::list(home)?) {
+                if !followed.contains(&r.id) {
+                    follow(home, &r, &tx, &mut followed, &mut labels);
+                    live += 1;
+                }
+            }
+            next_scan = Instant::now() + RESCAN;
+        }
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok((id, item)) => {
+                if matches!(item, Item::Gone) {
+                    live -= 1;
+                    // A new instance may take the name later: follow it then, afresh.
+                    followed.remove(&id);
+                }
+                printer.print(&id, labels.get(&id).map_or(id.as_str(), String::as_str), item)?;
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        }
+        if !follow_new && live == 0 {
+            return Err(anyhow!(Failure::new(code::FAILED, "every instance followed is gone (stopped)")));
+        }
+    }
+}
+
+/// Follow instance `r` on a thread of its own.
+fn follow(
+    home: &Home,
+    r: &Record,
+    tx: &Sender<(String, Item)>,
+    followed: &mut HashSet<String>,
+    labels: &mut HashMap<String, String>,
+) {
+    followed.insert(r.id.clone());
+    labels.insert(r.id.clone(), r.label().to_string());
+    let (home, id, tx) = (home.clone(), r.id.clone(), tx.clone());
+    std::thread::spawn(move || {
+        let send = |item: Item| tx.send((id.clone(), item)).is_ok();
+        let mut backoff = Duration::from_millis(100);
+        let mut lost_at: Option<Instant> = None;
+        loop {
+            // The record as it is now: a restart keeps the port and password, not the PID.
+            let Ok(Some(record)) = record::load(&home, &id) else {
+                send(Item::Gone);
+                return;
+            };
+            let alive = instance::server(&record).ok().flatten().is_some();
+            let stream = alive.then(|| Client::for_record(&record, Duration::from_secs(5)).events().ok()).flatten();
+            if let Some(stream) = stream {
+                if !send(Item::Connected(lost_at.map(|t| t.elapsed()))) {
+                    return;
+                }
+                backoff = Duration::from_millis(100);
+                for event in stream {
+                    let Ok(event) = event else { break };
+                    // The server's own `server.connected` is said by `Connected` already.
+                    if event["type"] != "server.connected" && !send(Item::Event(event)) {
+                        return;
+                    }
+                }
+                lost_at = Some(Instant::now());
+                if !send(Item::Disconnected) {
+                    return;
+                }
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    });
+}
+
+/// Turns events into lines: the server's JSON (with the instance) or one line per event that
+/// matters, with what it takes to say it (which tool call is which, what was asked).
+struct Printer {
+    json: bool,
+    text: bool,
+    session: Option<String>,
+    /// The last state shown of each tool part.
+    tools: HashMap<String, String>,
+    /// What each permission or question asked, by request id.
+    asked: HashMap<String, String>,
+    /// Messages whose end was shown.
+    finished: HashSet<String>,
+    /// Text not yet shown as a whole line, by part.
+    text_lines: HashMap<String, String>,
+}
+
+impl Printer {
+    fn new(args: &EventsArgs) -> Self {
+        Printer {
+            json: args.json,
+            text: args.text,
+            session: args.session.clone(),
+            tools: HashMap::new(),
+            asked: HashMap::new(),
+            finished: HashSet::new(),
+            text_lines: HashMap::new(),
+        }
+    }
+
+    fn print(&mut self, id: &str, label: &str, item: Item) -> Result<()> {
+        let (kind, gap) = match item {
+            Item::Event(raw) => return self.event(id, label, raw),
+            Item::Connected(None) => ("ocx.connected", None),
+            Item::Connected(Some(gap)) => ("ocx.reconnected", Some(gap)),
+            Item::Disconnected => ("ocx.disconnected", None),
+            Item::Gone => ("ocx.gone", None),
+        };
+        if self.json {
+            let mut line = json!({"instance": id, "type": kind});
+            if let Some(gap) = gap {
+                line["gap_ms"] = (gap.as_millis() as u64).into();
+            }
+            return Ok(output::line(line)?);
+        }
+        let what = match (kind, gap) {
+            ("ocx.connected", _) => "connected".to_string(),
+            ("ocx.reconnected", Some(gap)) => {
+                format!("reconnected after {}: events of that gap were missed", output::elapsed(gap))
+            }
+            ("ocx.disconnected", _) => "disconnected; reconnecting".to_string(),
+            _ => "gone (stopped)".to_string(),
+        };
+        self.line(label, None, &what)
+    }
+
+    fn event(&mut self, id: &str, label: &str, raw: Value) -> Result<()> {
+        let event = Event::parse(&raw).unwrap_or(Event::Other);
+        if let (Some(wanted), Some(session)) = (&self.session, event.session())
+            && wanted != session
+        {
+            return Ok(());
+        }
+        if self.json {
+            let mut line = Map::new();
+            line.insert("instance".into(), id.into());
+            if let Value::Object(fields) = raw {
+                line.extend(fields);
+            }
+            return Ok(output::line(Value::Object(line))?);
+        }
+        let session = event.session().map(str::to_string);
+        let what = match event {
+            Event::SessionStatus { status: Status::Busy, .. } => "busy".to_string(),
+            Event::SessionStatus { status: Status::Idle, .. } => "idle".to_string(),
+            Event::SessionStatus { status: Status::Retry { attempt, message, .. }, .. } => {
+                format!("retry {attempt}: {message}")
+            }
+            Event::SessionError { error: Some(error), .. } => format!("error: {}", error.message()),
+            Event::SessionCreated { info } => match info.parent {
+                Some(parent) => format!("subagent session created by {parent}: {}", info.title),
+                None => format!("session created: {}", info.title),
+            },
+            Event::MessageUpdated { info } if info.role == "assistant" && info.time.completed.is_some() => {
+                if !self.finished.insert(info.id) {
+                    return Ok(());
+                }
+                let tokens =
+                    info.tokens.map(|t| format!(": {} in, {} out tokens", t.input, t.output)).unwrap_or_default();
+                let why = info.finish.map(|f| format!(" ({f})")).unwrap_or_default();
+                match info.error {
+                    Some(error) => format!("message failed: {}", error.message()),
+                    None => format!("message finished{why}{tokens}"),
+                }
+            }
+            Event::PartUpdated { part: Part::Tool { id: part, tool, state, .. } } => {
+                let status = state.status.clone();
+                if status == "pending" || self.tools.get(&part) == Some(&status) {
+                    return Ok(());
+                }
+                self.tools.insert(part, status.clone());
+                let error = state.error.map(|e| format!(": {e}")).unwrap_or_default();
+                format!("tool {tool}: {} ({status}){error}", turn::short_input(&state.input))
+            }
+            Event::PartUpdated { part: Part::Text { id: part, time, .. } } if self.text && time.end.is_some() => {
+                match self.text_lines.remove(&part).filter(|rest| !rest.is_empty()) {
+                    Some(rest) => format!("text: {rest}"),
+                    None => return Ok(()),
+                }
+            }
+            Event::PartDelta { part, field, delta, .. } if self.text && field == "text" => {
+                let pending = self.text_lines.entry(part).or_default();
+                pending.push_str(&delta);
+                let Some(end) = pending.rfind('\n') else { return Ok(()) };
+                let lines: String = pending.drain(..=end).collect();
+                for line in lines.lines() {
+                    self.line(label, session.as_deref(), &format!("text: {line}"))?;
+                }
+                return Ok(());
+            }
+            Event::PermissionAsked(p) => {
+                let what = format!("{} ({})", p.permission, p.patterns.join(", "));
+                self.asked.insert(p.id, what.clone());
+                format!("permission asked: {what}")
+            }
+            Event::PermissionReplied { request, reply, .. } => {
+                let what = self.asked.remove(&request).unwrap_or(request);
+                format!("permission {what}: {reply}")
+            }
+            Event::QuestionAsked(q) => {
+                let what = q
+                    .questions
+                    .iter()
+                    .map(|q| {
+                        let options: Vec<&str> = q.options.iter().map(|o| o.label.as_str()).collect();
+                        format!("{} ({})", q.question, options.join(", "))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" / ");
+                self.asked.insert(q.id, what.clone());
+                format!("question asked: {what}")
+            }
+            Event::QuestionReplied { request, answers, .. } => {
+                let what = self.asked.remove(&request).unwrap_or(request);
+                let given: Vec<String> = answers.iter().map(|a| a.join(", ")).collect();
+                format!("question {what}: answered {}", given.join(" / "))
+            }
+            Event::QuestionRejected { request, .. } => {
+                format!("question {}: dismissed", self.asked.remove(&request).unwrap_or(request))
+            }
+            _ => return Ok(()),
+        };
+        self.line(label, session.as_deref(), &what)
+    }
+
+    /// `10:02:03.123  api  ses_…  busy`
+    fn line(&self, label: &str, session: Option<&str>, what: &str) -> Result<()> {
+        let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let time = now.get(11..23).unwrap_or(&now);
+        let line = match session {
+            Some(session) => format!("{time}  {label}  {session}  {what}"),
+            None => format!("{time}  {label}  {what}"),
+        };
+        Ok(output::line(line)?)
+    }
+}

@@ -1,0 +1,68 @@
+//! `ocx wait`: find the instance that has a session, and follow its turn (`turn`) until the
+//! session is idle, printing the answer as `ocx run` would have.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow};
+
+use crate::cli::WaitArgs;
+use crate::error::{Failure, code};
+use crate::home::Home;
+use crate::record::{self, Record};
+use crate::server::Client;
+use crate::turn::{self, Turn};
+use crate::{instance, output, parallel, process};
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Asking each instance whether it has the session.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn run(home: &Home, args: WaitArgs) -> Result<()> {
+    let permissions = super::permission_policy(args.permission)?;
+    let records = record::valid(&record::list(home)?);
+    let record = match &args.instance {
+        Some(query) => record::resolve(&records, query)?.clone(),
+        None => owner(&records, &args.session)?,
+    };
+    instance::require_server(&record)?;
+    let client = Client::for_record(&record, REQUEST_TIMEOUT);
+    if client.session(&args.session)?.is_none() {
+        return Err(anyhow!(Failure::new(
+            code::NOT_FOUND,
+            format!("instance {} has no session {}", record.label(), args.session)
+        )));
+    }
+    process::install_interrupt_handler();
+    let options = turn::Options {
+        format: super::turn_format(args.format),
+        retries: None,
+        deadline: args.timeout.map(|t| Instant::now() + t),
+        permissions,
+    };
+    let mut turn = Turn::new(home, &client, &record, args.session.clone(), options);
+    let result = turn.follow(true).and_then(|()| Ok(turn.finish_output()?));
+    // As `run`: leaving early (a closed pipe, an error) aborts what the session is doing.
+    drop(turn);
+    result.inspect(|()| output::note(format_args!("session: {}", args.session)))
+}
+
+/// The running instance that works on `session`. Servers of one user share opencode's
+/// database, so every one of them knows every session; only the one that took the prompt has
+/// it busy. An idle session's last answer any of them can show.
+fn owner(records: &[Record], session: &str) -> Result<Record> {
+    let found = parallel::map(records, 16, |r| {
+        instance::server(r).ok().flatten()?;
+        let client = Client::for_record(r, LOOKUP_TIMEOUT);
+        client.session(session).ok().flatten()?;
+        let busy = client.busy_sessions().is_ok_and(|b| b.contains_key(session));
+        Some((busy, r.clone()))
+    });
+    let mut found: Vec<(bool, Record)> = found.into_iter().flatten().collect();
+    found.sort_by_key(|(busy, _)| !busy);
+    found.into_iter().map(|(_, r)| r).next().ok_or_else(|| {
+        anyhow!(
+            Failure::new(code::NOT_FOUND, format!("no running instance has session {session}"))
+                .hint("name the instance with --instance; `ocx sessions INSTANCE` lists its sessions")
+        )
+    })
+}
