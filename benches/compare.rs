@@ -616,7 +616,8 @@ fn events() {
     env.run(&["start", "--count", "10", "--json"]).success();
     let target = env.secrets(env.ls()[0]["id"].as_str().unwrap());
     let (url, auth) = (target["url"].as_str().unwrap().to_string(), support::basic_auth(&target));
-    let mut ocx = env.ocx().args(["events", "--all", "--json"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut ocx =
+        env.ocx().args(["events", "--all", "--json"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let mut curl = Command::new("curl")
         .args(["-sN", "--noproxy", "*", "-H", &format!("Authorization: {auth}"), &format!("{url}/event")])
         .stdout(Stdio::piped())
