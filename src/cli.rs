@@ -15,7 +15,10 @@ Examples:
   ocx stop api                    stop it: TERM, then KILL after the grace period
   ocx restart api                 restart it (same port and password) once it is idle
   ocx stop --all                  stop every instance, in parallel
-  ocx gc                          clean up after crashes and killed servers";
+  ocx gc                          clean up after crashes and killed servers
+  ocx host add box ssh://me@box   a host to reach over ssh (with ocx installed there)
+  ocx ls --all-hosts              instances here and on every host
+  ocx run box:api \"fix it\"      a prompt to instance api on host box";
 
 /// Run OpenCode servers in the background: start, list, prompt, stop and clean up.
 ///
@@ -29,6 +32,11 @@ pub struct Cli {
     /// The state directory [default: the platform's state dir + ocx]
     #[arg(long, global = true, env = "OCX_HOME", value_name = "DIR", value_hint = ValueHint::DirPath)]
     pub home: Option<PathBuf>,
+
+    /// Run the command on another host over ssh: a name from `ocx host ls`, or
+    /// ssh://[user@]host[:port]. `NAME:instance` names an instance on host NAME too
+    #[arg(long, global = true, env = "OCX_HOST", value_name = "HOST")]
+    pub host: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -49,12 +57,79 @@ pub enum Command {
     Attach(AttachArgs),
     Url(UrlArgs),
     Gc(GcArgs),
+    Host(HostArgs),
+    Tunnel(TunnelArgs),
     Completions(CompletionsArgs),
     #[command(hide = true)]
     Man(ManArgs),
     /// The watcher of one instance (started by `ocx start`; not for direct use)
     #[command(name = "__watch", hide = true)]
     Watch(WatchArgs),
+    /// Run a command for an ocx on another machine (reads its request on stdin; not for
+    /// direct use)
+    #[command(name = "__remote", hide = true)]
+    Remote,
+}
+
+/// Hosts to reach over ssh: add, list and remove their names
+///
+/// A host is reached with the system's `ssh` ($OCX_SSH overrides it), so ~/.ssh/config,
+/// agents, keys and ProxyJump work as for any ssh command; it must log in without a prompt
+/// (batch mode). One connection per host is shared by the commands that follow it within a
+/// minute. The host needs the same version of ocx; --ocx says where it is when it is not on
+/// the PATH of a non-interactive ssh session. The names are kept in ocx's config directory
+/// (hosts.json, mode 0600).
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  ocx host add box ssh://me@box.example --ocx '~/.cargo/bin/ocx'
+  ocx --host box start --name api       start an instance on box
+  ocx run box:api \"explain main.rs\"     prompt it (through a forwarded port)
+  ocx ls --all-hosts                    instances here and on every host")]
+pub struct HostArgs {
+    #[command(subcommand)]
+    pub command: HostCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// Add a host (or change the one of that name)
+    Add {
+        /// The name to use in `--host NAME` and `NAME:instance`
+        name: String,
+        /// ssh://[user@]host[:port]
+        url: String,
+        /// The ocx binary on the host [default: ocx on its PATH]
+        #[arg(long, value_name = "PATH")]
+        ocx: Option<String>,
+    },
+    /// List the hosts
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Print a JSON array
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove hosts (their instances keep running there)
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+/// Forward a port to an instance on another host, until Ctrl-C
+///
+/// Prints a URL on this machine's loopback that reaches the instance's server through the
+/// host's shared ssh connection; while it runs, `ocx url HOST:INSTANCE` prints it too (with
+/// --with-credentials, the password as well), for curl, editors and `opencode attach`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  ocx tunnel box:api &
+  curl -su \"$(ocx url box:api --with-credentials | sed 's|.*//||; s|@.*||')\" \"$(ocx url box:api)/global/health\"")]
+pub struct TunnelArgs {
+    /// The instance: HOST:INSTANCE, or INSTANCE with --host
+    pub instance: String,
 }
 
 /// Start opencode servers in the background and wait until they are healthy
@@ -254,6 +329,15 @@ pub struct LsArgs {
     /// Include passwords in --json output
     #[arg(long, requires = "json")]
     pub show_secrets: bool,
+
+    /// Also list the instances of these hosts (names or ssh:// URLs, comma-separated), asked
+    /// in parallel, with a HOST column; a host that cannot be reached is a row saying why
+    #[arg(long, value_delimiter = ',', value_name = "HOSTS", conflicts_with = "quiet")]
+    pub hosts: Vec<String>,
+
+    /// List the instances here and on every host of `ocx host ls`
+    #[arg(long, conflicts_with_all = ["hosts", "quiet"])]
+    pub all_hosts: bool,
 }
 
 /// Send a prompt to an instance and stream the answer

@@ -11,6 +11,7 @@ mod output;
 mod parallel;
 mod process;
 mod record;
+mod remote;
 mod server;
 mod token;
 mod turn;

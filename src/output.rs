@@ -21,9 +21,9 @@ pub fn use_color() -> bool {
 }
 
 /// A borderless table with a header row, like `docker ps`.
-pub fn table<const N: usize>(header: [&str; N]) -> Table {
+pub fn table<'a>(header: impl IntoIterator<Item = &'a str>) -> Table {
     let mut table = Table::new();
-    table.load_style(presets::NOTHING).set_header(header);
+    table.load_style(presets::NOTHING).set_header(header.into_iter().collect::<Vec<_>>());
     table
 }
 

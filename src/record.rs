@@ -66,6 +66,10 @@ pub struct Record {
     /// Why the watcher gave up restarting the server; the instance stays until restarted or stopped.
     #[serde(default)]
     pub failed: Option<String>,
+    /// The host the record came from (`ocx --host`), in memory only: its process is not
+    /// this machine's to look at.
+    #[serde(skip)]
+    pub remote: Option<String>,
 }
 
 /// What the watcher does when the server exits.
@@ -423,7 +427,9 @@ pub fn resolve_default<'a>(records: &'a [Record], query: Option<&str>) -> Result
         return resolve(records, query);
     }
     let table = process::Processes::of(&records.iter().map(|r| r.pid).collect::<Vec<_>>())?;
-    let alive: Vec<&Record> = records.iter().filter(|r| table.find(&r.server()).is_some()).collect();
+    // A remote host's records are the ones its ocx saw alive.
+    let alive: Vec<&Record> =
+        records.iter().filter(|r| r.remote.is_some() || table.find(&r.server()).is_some()).collect();
     match alive.as_slice() {
         [one] => Ok(one),
         [] => Err(anyhow!(Failure::new(code::NOT_FOUND, "no instance is running").hint("start one with `ocx start`"))),

@@ -54,6 +54,19 @@ pub struct Options {
     pub permissions: Permissions,
 }
 
+/// Whether the session's latest prompt has a finished reply (or failed), from its messages.
+/// Stored messages are shared by every server of a user (one database); a reply's `completed`
+/// time is set when its step ends.
+pub fn last_reply_finished(messages: &[Value]) -> bool {
+    let Some(prompt) = messages.iter().rev().find(|m| m["info"]["role"] == "user") else { return true };
+    let prompt_id = prompt["info"]["id"].as_str();
+    messages
+        .iter()
+        .rev()
+        .find(|m| m["info"]["role"] == "assistant" && m["info"]["parentID"].as_str() == prompt_id)
+        .is_some_and(|reply| !reply["info"]["time"]["completed"].is_null() || !reply["info"]["error"].is_null())
+}
+
 /// What an event meant for the turn.
 #[derive(PartialEq)]
 enum Step {
@@ -164,6 +177,12 @@ impl<'a> Turn<'a> {
             }
             self.check_interruptions(&events)?;
         }
+        // The turn is over: what is stored is final. An update the stream carried before ocx
+        // subscribed (while the stored text was still empty) is printed from it now.
+        if !self.aborting {
+            let messages = self.client.messages(&self.session)?;
+            self.catch_up(&messages)?;
+        }
         self.outcome()
     }
 
@@ -214,7 +233,7 @@ impl<'a> Turn<'a> {
         // Deltas that arrive from now on may not follow the ones already printed.
         self.in_sync.clear();
         for delay in RECONNECT_DELAYS_MS {
-            if instance::server(self.record)?.is_none() {
+            if self.record.remote.is_none() && instance::server(self.record)?.is_none() {
                 self.in_flight = false;
                 let restarted = record::load(self.home, &self.record.id)
                     .ok()
@@ -241,10 +260,12 @@ impl<'a> Turn<'a> {
     /// Catch up from the server's own records: print what the session's messages hold beyond
     /// what was printed, answer requests still waiting. Whether the session is still busy.
     fn resync(&mut self) -> Result<bool> {
+        // Status first: messages read after the session was seen idle are final (read before,
+        // they could hold a reply that ended in between, with its text still empty).
+        let busy = self.client.busy_sessions().map(|b| b.contains_key(&self.session)).unwrap_or(true);
         let messages = self.client.messages(&self.session)?;
         self.catch_up(&messages)?;
         self.answer_pending()?;
-        let busy = self.client.busy_sessions().map(|b| b.contains_key(&self.session)).unwrap_or(true);
         // A prompt the server has stored but not begun to answer is under way too.
         let answered = messages.iter().any(|m| {
             m["info"]["role"] == "assistant" && m["info"]["parentID"].as_str() == self.prompt_message.as_deref()

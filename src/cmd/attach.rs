@@ -8,13 +8,23 @@ use crate::cli::AttachArgs;
 use crate::error::{Failure, code};
 use crate::home::Home;
 use crate::instance::{self, launch};
+use crate::remote::{self, Host};
 use crate::{process, record};
 
-pub fn run(home: &Home, args: AttachArgs) -> Result<()> {
-    let records = record::valid(&record::list(home)?);
-    let r = record::resolve_default(&records, args.instance.as_deref())?;
-    instance::require_server(r)?;
-    let binary = args.opencode.clone().unwrap_or_else(|| r.opencode.path.clone());
+/// With `host`, the instance is one of that host's, reached through a forwarded port, and the
+/// opencode that attaches is this machine's.
+pub fn run(home: &Home, args: AttachArgs, host: Option<&Host>) -> Result<()> {
+    let records = remote::records(home, host)?;
+    let mut r = record::resolve_default(&records, args.instance.as_deref())?.clone();
+    let _forward = remote::reach(home, host, &mut r)?;
+    let binary = match (&args.opencode, host) {
+        (Some(binary), _) => binary.clone(),
+        (None, Some(_)) => launch::find_opencode(None)?,
+        (None, None) => {
+            instance::require_server(&r)?;
+            r.opencode.path.clone()
+        }
+    };
     let mut cmd = Command::new(&binary);
     cmd.arg("attach").arg(&r.url).args(&args.extra);
     // Through the environment, never the command line, where `ps` shows it to every user.

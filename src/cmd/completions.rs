@@ -26,7 +26,11 @@ pub fn answer_if_asked() {
 fn command() -> clap::Command {
     let instances = || ArgValueCandidates::new(instance_candidates);
     let sessions = || ArgValueCandidates::new(session_candidates);
+    let hosts = || ArgValueCandidates::new(host_candidates);
     Cli::command()
+        .mut_arg("host", |a| a.add(hosts()))
+        .mut_subcommand("ls", |c| c.mut_arg("hosts", |a| a.add(hosts())))
+        .mut_subcommand("host", |c| c.mut_subcommand("rm", |c| c.mut_arg("names", |a| a.add(hosts()))))
         .mut_subcommand("stop", |c| c.mut_arg("instances", |a| a.add(instances())))
         .mut_subcommand("restart", |c| c.mut_arg("instances", |a| a.add(instances())))
         .mut_subcommand("events", |c| {
@@ -109,6 +113,12 @@ fn instance_candidates() -> Vec<CompletionCandidate> {
         }
     }
     candidates
+}
+
+/// The named hosts, described by their URL.
+fn host_candidates() -> Vec<CompletionCandidate> {
+    let Ok(hosts) = crate::remote::Hosts::load() else { return Vec::new() };
+    hosts.hosts.iter().map(|(name, h)| CompletionCandidate::new(name).help(Some(h.url.clone().into()))).collect()
 }
 
 #[cfg(test)]

@@ -136,8 +136,9 @@ struct Printer {
     json: bool,
     text: bool,
     session: Option<String>,
-    /// The last state shown of each tool part.
+    /// The last state shown of each tool part, and of each session.
     tools: HashMap<String, String>,
+    statuses: HashMap<String, String>,
     /// What each permission or question asked, by request id.
     asked: HashMap<String, String>,
     /// Messages whose end was shown.
@@ -153,6 +154,7 @@ impl Printer {
             text: args.text,
             session: args.session.clone(),
             tools: HashMap::new(),
+            statuses: HashMap::new(),
             asked: HashMap::new(),
             finished: HashSet::new(),
             text_lines: HashMap::new(),
@@ -202,10 +204,17 @@ impl Printer {
         }
         let session = event.session().map(str::to_string);
         let what = match event {
-            Event::SessionStatus { status: Status::Busy, .. } => "busy".to_string(),
-            Event::SessionStatus { status: Status::Idle, .. } => "idle".to_string(),
-            Event::SessionStatus { status: Status::Retry { attempt, message, .. }, .. } => {
-                format!("retry {attempt}: {message}")
+            // The server repeats a status: say it when it changes.
+            Event::SessionStatus { session, status } => {
+                let what = match status {
+                    Status::Busy => "busy".to_string(),
+                    Status::Idle => "idle".to_string(),
+                    Status::Retry { attempt, message, .. } => format!("retry {attempt}: {message}"),
+                };
+                if self.statuses.insert(session, what.clone()).as_ref() == Some(&what) {
+                    return Ok(());
+                }
+                what
             }
             Event::SessionError { error: Some(error), .. } => format!("error: {}", error.message()),
             Event::SessionCreated { info } => match info.parent {

@@ -1,114 +1,121 @@
 //! `ocx ls`: every instance with its observed status (`instance::observe`), and with `--all`
-//! the `opencode serve` processes ocx does not manage.
+//! the `opencode serve` processes ocx does not manage; with `--hosts`, other hosts' too.
 
 use std::time::Duration;
 
-use anyhow::Result;
-use comfy_table::Color;
-use serde_json::json;
+use anyhow::{Result, anyhow};
+use comfy_table::{Cell, Color};
+use serde_json::{Value, json};
 
 use crate::cli::LsArgs;
+use crate::error::{Failure, code};
 use crate::home::Home;
-use crate::instance;
-use crate::output;
 use crate::process::Processes;
-use crate::record::{self, Entry, InvalidKind};
+use crate::record::{self, Entry, InvalidKind, Record};
+use crate::remote::{Host, Hosts};
+use crate::{instance, output, parallel};
+
+/// How long one host may take to answer `ls --hosts`, connecting included.
+const HOST_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub fn run(home: &Home, args: LsArgs) -> Result<()> {
-    let entries = record::list(home)?;
-    let records = record::valid(&entries);
     if args.quiet {
-        for r in &records {
+        for r in &record::valid(&record::list(home)?) {
             output::line(&r.id)?;
         }
         return Ok(());
     }
+    if args.all_hosts || !args.hosts.is_empty() {
+        return several_hosts(home, &args);
+    }
+    let docs = local(home, &args)?;
+    match args.json {
+        true => Ok(output::print_json(&Value::Array(docs))?),
+        false => print_table(&docs, false),
+    }
+}
+
+/// `--hosts` and `--all-hosts`: every host asked in parallel, each within its own time; a
+/// host that cannot be reached is a row saying why. Fails only when every host did.
+fn several_hosts(home: &Home, args: &LsArgs) -> Result<()> {
+    let hosts = Hosts::load()?;
+    let mut sources: Vec<Option<Host>> = Vec::new();
+    if args.all_hosts {
+        sources.push(None);
+        sources.extend(hosts.hosts.values().cloned().map(Some));
+    }
+    for name in &args.hosts {
+        sources.push(if name == "local" { None } else { Some(hosts.find(name)?) });
+    }
+    let mut remote_args = vec!["ls", "--json"];
+    remote_args.extend(args.all.then_some("--all"));
+    remote_args.extend(args.show_secrets.then_some("--show-secrets"));
+    let answers = parallel::map(&sources, 16, |source| match source {
+        None => local(home, args),
+        Some(host) => host.json(home, &remote_args, HOST_TIMEOUT).and_then(|docs| match docs {
+            Value::Array(docs) => Ok(docs),
+            _ => Err(anyhow!("its ocx printed no list")),
+        }),
+    });
+    let mut rows = Vec::new();
+    let mut failed = 0;
+    for (source, answer) in sources.iter().zip(answers) {
+        let label = source.as_ref().map(|h| Value::from(h.label()));
+        match answer {
+            Ok(docs) => rows.extend(docs.into_iter().map(|mut doc| {
+                doc["host"] = label.clone().unwrap_or(Value::Null);
+                doc
+            })),
+            Err(err) => {
+                failed += 1;
+                rows.push(json!({"host": label, "status": "unreachable", "error": format!("{err:#}")}));
+            }
+        }
+    }
+    match args.json {
+        true => output::print_json(&Value::Array(rows))?,
+        false => print_table(&rows, true)?,
+    }
+    if failed == sources.len() {
+        return Err(anyhow!(Failure::silent(code::FAILED)));
+    }
+    Ok(())
+}
+
+/// This machine's instances as `ls --json` prints them; warnings and hints on stderr.
+fn local(home: &Home, args: &LsArgs) -> Result<Vec<Value>> {
+    let entries = record::list(home)?;
+    let records = record::valid(&entries);
     let observed = instance::observe(&records)?;
     let unmanaged = if args.all { unmanaged(home)? } else { Vec::new() };
-    let invalid = entries.iter().filter_map(|e| match e {
-        Entry::Invalid(i) => Some(i),
-        Entry::Valid(_) => None,
-    });
-
-    if args.json {
-        let mut docs: Vec<serde_json::Value> = records
-            .iter()
-            .zip(&observed)
-            .map(|(r, o)| {
-                let mut doc = r.public_json(args.show_secrets);
-                doc["status"] = o.status.into();
-                doc["healthy"] = o.healthy.into();
-                doc["version"] = o.version.clone().or_else(|| r.opencode.version.clone()).into();
-                doc["uptime_s"] = o.uptime_s.into();
-                doc["rss_bytes"] = o.rss_bytes.into();
-                doc["activity"] = o.activity.clone().into();
-                doc["supervised"] = o.supervised.into();
-                doc["restart_in_s"] = o.restart_in_s.into();
-                doc
-            })
-            .collect();
-        docs.extend(invalid.map(|i| json!({"id": i.id, "status": i.status(), "path": i.path, "error": i.reason})));
-        docs.extend(unmanaged.iter().map(
-            |u| json!({"status": "unmanaged", "pid": u.pid, "port": u.port, "url": u.url(), "command": u.command}),
-        ));
-        return Ok(output::print_json(&serde_json::Value::Array(docs))?);
-    }
-
-    let mut table = output::table([
-        "ID", "NAME", "STATUS", "ACTIVITY", "PID", "URL", "VERSION", "UPTIME", "MEM", "RESTARTS", "DIR",
-    ]);
-    for (r, o) in records.iter().zip(&observed) {
-        let version = o.version.as_deref().or(r.opencode.version.as_deref()).unwrap_or("-");
-        let alive = o.uptime_s.is_some();
-        table.add_row(vec![
-            comfy_table::Cell::new(&r.id),
-            comfy_table::Cell::new(r.name.as_deref().unwrap_or("-")),
-            output::colored(status_text(r, o), status_color(o.status)),
-            comfy_table::Cell::new(o.activity.as_deref().unwrap_or("-")),
-            comfy_table::Cell::new(if alive { r.pid.to_string() } else { "-".into() }),
-            comfy_table::Cell::new(&r.url),
-            comfy_table::Cell::new(if alive { version } else { "-" }),
-            comfy_table::Cell::new(o.uptime_s.map_or("-".into(), |s| output::duration(Duration::from_secs(s)))),
-            comfy_table::Cell::new(o.rss_bytes.map_or("-".into(), output::bytes)),
-            comfy_table::Cell::new(restarts_text(r)),
-            comfy_table::Cell::new(r.dir.display()),
-        ]);
-    }
-    for i in invalid {
-        table.add_row(vec![
-            comfy_table::Cell::new(&i.id),
-            comfy_table::Cell::new("-"),
-            output::colored(i.status(), Color::Red),
-            comfy_table::Cell::new("-"),
-            comfy_table::Cell::new("-"),
-            comfy_table::Cell::new("-"),
-            comfy_table::Cell::new("-"),
-            comfy_table::Cell::new("-"),
-            comfy_table::Cell::new("-"),
-            comfy_table::Cell::new("-"),
-            comfy_table::Cell::new(format!("{}: {}", i.path.display(), i.reason)),
-        ]);
-    }
-    for u in &unmanaged {
-        table.add_row(vec![
-            comfy_table::Cell::new("-"),
-            comfy_table::Cell::new("-"),
-            output::colored("unmanaged", Color::DarkGrey),
-            comfy_table::Cell::new("-"),
-            comfy_table::Cell::new(u.pid),
-            comfy_table::Cell::new(u.url().unwrap_or_else(|| "-".into())),
-            comfy_table::Cell::new("-"),
-            comfy_table::Cell::new("-"),
-            comfy_table::Cell::new(output::bytes(u.rss)),
-            comfy_table::Cell::new("-"),
-            comfy_table::Cell::new(u.command.join(" ")),
-        ]);
-    }
-    output::print_table(&mut table)?;
-    for invalid in entries.iter().filter_map(|e| match e {
-        Entry::Invalid(i) => Some(i),
-        Entry::Valid(_) => None,
-    }) {
+    let mut docs: Vec<Value> = records
+        .iter()
+        .zip(&observed)
+        .map(|(r, o)| {
+            let mut doc = r.public_json(args.show_secrets);
+            doc["status"] = o.status.into();
+            doc["healthy"] = o.healthy.into();
+            doc["version"] = o.version.clone().or_else(|| r.opencode.version.clone()).into();
+            doc["uptime_s"] = o.uptime_s.into();
+            doc["rss_bytes"] = o.rss_bytes.into();
+            doc["activity"] = o.activity.clone().into();
+            doc["supervised"] = o.supervised.into();
+            doc["restart_in_s"] = o.restart_in_s.into();
+            doc
+        })
+        .collect();
+    let invalid: Vec<_> = entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Invalid(i) => Some(i),
+            Entry::Valid(_) => None,
+        })
+        .collect();
+    docs.extend(invalid.iter().map(|i| json!({"id": i.id, "status": i.status(), "path": i.path, "error": i.reason})));
+    docs.extend(unmanaged.iter().map(
+        |u| json!({"status": "unmanaged", "pid": u.pid, "port": u.port, "url": u.url(), "command": u.command, "rss_bytes": u.rss}),
+    ));
+    for invalid in invalid.iter().filter(|_| !args.json) {
         match invalid.kind {
             InvalidKind::Refused => output::note(format_args!(
                 "warning: refusing {}: owned by another user or writable by others",
@@ -121,12 +128,86 @@ pub fn run(home: &Home, args: LsArgs) -> Result<()> {
             InvalidKind::Corrupt => {}
         }
     }
-    let cleanable = entries.iter().filter(|e| matches!(e, Entry::Invalid(i) if i.kind != InvalidKind::Newer)).count();
+    let cleanable = invalid.iter().filter(|i| i.kind != InvalidKind::Newer).count();
     let stale = observed.iter().filter(|o| o.status == "dead").count() + cleanable;
-    if stale > 0 {
+    if stale > 0 && !args.json {
         output::note(format_args!("hint: {stale} record(s) are dead, corrupt or refused; `ocx gc` cleans them up"));
     }
-    Ok(())
+    Ok(docs)
+}
+
+/// The table of `ls`, from the documents `ls --json` prints (this machine's or a host's), so
+/// that every host's rows look alike. With `hosts`, a HOST column first.
+fn print_table(docs: &[Value], hosts: bool) -> Result<()> {
+    let mut header =
+        vec!["ID", "NAME", "STATUS", "ACTIVITY", "PID", "URL", "VERSION", "UPTIME", "MEM", "RESTARTS", "DIR"];
+    if hosts {
+        header.insert(0, "HOST");
+    }
+    let mut table = output::table(header);
+    for doc in docs {
+        let mut row = row(doc);
+        if hosts {
+            row.insert(0, Cell::new(doc["host"].as_str().unwrap_or("local")));
+        }
+        table.add_row(row);
+    }
+    Ok(output::print_table(&mut table)?)
+}
+
+fn row(doc: &Value) -> Vec<Cell> {
+    let text = |key: &str| doc[key].as_str().map_or("-".to_string(), str::to_string);
+    let status = doc["status"].as_str().unwrap_or("-");
+    let dash = || Cell::new("-");
+    match status {
+        "unreachable" => {
+            let mut row = vec![dash(), dash(), output::colored(status, Color::Red)];
+            row.extend((0..7).map(|_| dash()));
+            row.push(Cell::new(text("error")));
+            row
+        }
+        "unmanaged" => vec![
+            dash(),
+            dash(),
+            output::colored(status, Color::DarkGrey),
+            dash(),
+            Cell::new(&doc["pid"]),
+            Cell::new(text("url")),
+            dash(),
+            dash(),
+            Cell::new(doc["rss_bytes"].as_u64().map_or("-".into(), output::bytes)),
+            dash(),
+            Cell::new(
+                doc["command"].as_array().into_iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join(" "),
+            ),
+        ],
+        _ if doc.get("error").is_some() => {
+            let mut row = vec![Cell::new(text("id")), dash(), output::colored(status, Color::Red)];
+            row.extend((0..7).map(|_| dash()));
+            row.push(Cell::new(format!("{}: {}", text("path"), text("error"))));
+            row
+        }
+        _ => {
+            let Ok(r) = serde_json::from_value::<Record>(doc.clone()) else {
+                return vec![Cell::new(text("id")), dash(), Cell::new(status)];
+            };
+            let uptime = doc["uptime_s"].as_u64();
+            let alive = uptime.is_some();
+            vec![
+                Cell::new(&r.id),
+                Cell::new(r.name.as_deref().unwrap_or("-")),
+                output::colored(status_text(&r, status, doc["restart_in_s"].as_u64()), status_color(status)),
+                Cell::new(text("activity")),
+                Cell::new(if alive { r.pid.to_string() } else { "-".into() }),
+                Cell::new(&r.url),
+                Cell::new(if alive { text("version") } else { "-".into() }),
+                Cell::new(uptime.map_or("-".into(), |s| output::duration(Duration::from_secs(s)))),
+                Cell::new(doc["rss_bytes"].as_u64().map_or("-".into(), output::bytes)),
+                Cell::new(restarts_text(&r)),
+                Cell::new(r.dir.display()),
+            ]
+        }
+    }
 }
 
 fn status_color(status: &str) -> Color {
@@ -138,16 +219,16 @@ fn status_color(status: &str) -> Color {
 }
 
 /// The status with what explains it: `restarting (in 8s)`, `dead (SIGKILL)`, `failed (exit 1)`.
-fn status_text(r: &record::Record, o: &instance::Observed) -> String {
-    match (o.status, o.restart_in_s, &r.last_exit) {
+fn status_text(r: &Record, status: &str, restart_in_s: Option<u64>) -> String {
+    match (status, restart_in_s, &r.last_exit) {
         ("restarting", Some(secs), _) => format!("restarting (in {})", output::duration(Duration::from_secs(secs))),
-        ("dead" | "failed", _, Some(exit)) => format!("{} ({})", o.status, exit.status()),
+        ("dead" | "failed", _, Some(exit)) => format!("{status} ({})", exit.status()),
         (status, ..) => status.to_string(),
     }
 }
 
 /// `0`, or `3 (SIGKILL, 2m ago)`: how many restarts, and what caused the last one.
-fn restarts_text(r: &record::Record) -> String {
+fn restarts_text(r: &Record) -> String {
     let Some(exit) = r.last_exit.as_ref().filter(|_| r.restarts > 0) else { return r.restarts.to_string() };
     let why = match exit.reason.as_str() {
         "crashed" | "exited" | "terminated" => exit.status(),

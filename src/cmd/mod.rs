@@ -5,6 +5,7 @@ mod attach;
 pub mod completions;
 mod events;
 mod gc;
+mod host;
 mod logs;
 mod ls;
 mod man;
@@ -13,6 +14,7 @@ mod run;
 mod sessions;
 mod start;
 mod stop;
+mod tunnel;
 mod url;
 mod wait;
 pub mod watch;
@@ -22,27 +24,140 @@ use anyhow::{Result, anyhow};
 use crate::cli::{Cli, Command, Format, PermissionPolicy};
 use crate::error::{Failure, code};
 use crate::home::Home;
+use crate::remote::{self, Host, Hosts};
 use crate::{output, turn};
 
 pub fn run(cli: Cli) -> Result<()> {
-    let home = || Home::open(cli.home.as_deref());
-    match cli.command {
+    let Cli { home: home_dir, host, mut command } = cli;
+    let home = || Home::open(home_dir.as_deref());
+    if let Some(host) = remote_target(host.as_deref(), &mut command)? {
+        let home = home()?;
+        return match command {
+            Command::Run(args) => run::run(&home, args, Some(&host)),
+            Command::Attach(args) => attach::run(&home, args, Some(&host)),
+            Command::Url(args) => url::run(&home, args, Some(&host)),
+            Command::Tunnel(args) => tunnel::run(&home, args, &host),
+            _ => host.passthrough(&home, &forwarded_args()?),
+        };
+    }
+    match command {
         Command::Start(args) => start::run(&home()?, args),
         Command::Ls(args) => ls::run(&home()?, args),
-        Command::Run(args) => run::run(&home()?, args),
+        Command::Run(args) => run::run(&home()?, args, None),
         Command::Wait(args) => wait::run(&home()?, args),
         Command::Events(args) => events::run(&home()?, args),
         Command::Sessions(args) => sessions::run(&home()?, args),
         Command::Stop(args) => stop::run(&home()?, args),
         Command::Restart(args) => restart::run(&home()?, args),
         Command::Logs(args) => logs::run(&home()?, args),
-        Command::Attach(args) => attach::run(&home()?, args),
-        Command::Url(args) => url::run(&home()?, args),
+        Command::Attach(args) => attach::run(&home()?, args, None),
+        Command::Url(args) => url::run(&home()?, args, None),
         Command::Gc(args) => gc::run(&home()?, args),
+        Command::Host(args) => host::run(args),
+        Command::Tunnel(_) => Err(anyhow!(
+            Failure::new(code::USAGE, "`ocx tunnel` reaches an instance on another host")
+                .hint("name it as HOST:INSTANCE, or give --host HOST")
+        )),
+        Command::Remote => serve_remote(),
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => man::run(args),
         Command::Watch(args) => watch::run(&home()?, args),
     }
+}
+
+/// The host a command is for: `--host` (or `$OCX_HOST`), or the host of `NAME:instance`
+/// arguments, whose `NAME:` is taken off. None: this machine.
+fn remote_target(explicit: Option<&str>, command: &mut Command) -> Result<Option<Host>> {
+    // Several hosts at once: `ls` asks each itself.
+    if let Command::Ls(args) = command
+        && (args.all_hosts || !args.hosts.is_empty())
+    {
+        return Ok(None);
+    }
+    let Some(instances) = instance_args(command) else { return Ok(None) };
+    // Ids and names never hold a `:`; only then is the hosts file read.
+    if explicit.is_none() && !instances.iter().any(|i| i.contains(':')) {
+        return Ok(None);
+    }
+    let hosts = Hosts::load()?;
+    let mut target = explicit.map(|h| hosts.find(h)).transpose()?;
+    for instance in instances {
+        let Some((host, rest)) = hosts.split(instance) else { continue };
+        if target.as_ref().is_some_and(|t| t.url != host.url) {
+            return Err(anyhow!(
+                Failure::new(code::USAGE, format!("{instance} is on another host than the command's other instances"))
+                    .hint("one host per command: run it once per host")
+            ));
+        }
+        *instance = rest.to_string();
+        target = Some(host);
+    }
+    Ok(target)
+}
+
+/// This command line for another host's ocx: as typed, without `--host` (and without the
+/// program name). Values that only this machine knows stay here.
+fn forwarded_args() -> Result<Vec<String>> {
+    let mut args = Vec::new();
+    let mut raw = std::env::args_os().skip(1);
+    while let Some(arg) = raw.next() {
+        let arg = arg.into_string().map_err(|a| anyhow!(Failure::new(code::USAGE, format!("{a:?} is not UTF-8"))))?;
+        if arg == "--" {
+            args.push(arg);
+            args.extend(raw.by_ref().map(|a| a.to_string_lossy().into_owned()));
+            break;
+        }
+        if arg == "--host" {
+            raw.next();
+        } else if !arg.starts_with("--host=") {
+            args.push(arg);
+        }
+    }
+    Ok(args)
+}
+
+/// `ocx __remote`: the command another machine's ocx asked for, run here.
+fn serve_remote() -> Result<()> {
+    use clap::Parser;
+    let envelope = remote::accept()?;
+    let cli = Cli::try_parse_from(std::iter::once("ocx".to_string()).chain(envelope.args)).unwrap_or_else(|e| e.exit());
+    let Cli { home, host: _, mut command } = cli;
+    if let Some(name) = envelope.strip_host {
+        strip_host(&name, &mut command);
+    }
+    // Never on to a third machine, whatever this one's OCX_HOST says.
+    run(Cli { home, host: None, command })
+}
+
+/// Take `NAME:` off the instance arguments that carry it.
+fn strip_host(name: &str, command: &mut Command) {
+    let prefix = format!("{name}:");
+    for instance in instance_args(command).into_iter().flatten() {
+        if let Some(rest) = instance.strip_prefix(&prefix) {
+            *instance = rest.to_string();
+        }
+    }
+}
+
+/// The arguments of `command` that name instances; None for the commands that always run on
+/// this machine.
+fn instance_args(command: &mut Command) -> Option<Vec<&mut String>> {
+    Some(match command {
+        Command::Host(_) | Command::Completions(_) | Command::Man(_) | Command::Watch(_) | Command::Remote => {
+            return None;
+        }
+        Command::Run(args) => args.instance.iter_mut().collect(),
+        Command::Wait(args) => args.instance.iter_mut().collect(),
+        Command::Events(args) => args.instances.iter_mut().collect(),
+        Command::Sessions(args) => args.instance.iter_mut().collect(),
+        Command::Stop(args) => args.instances.iter_mut().collect(),
+        Command::Restart(args) => args.instances.iter_mut().collect(),
+        Command::Logs(args) => args.instance.iter_mut().collect(),
+        Command::Attach(args) => args.instance.iter_mut().collect(),
+        Command::Url(args) => args.instance.iter_mut().collect(),
+        Command::Tunnel(args) => vec![&mut args.instance],
+        Command::Start(_) | Command::Ls(_) | Command::Gc(_) => Vec::new(),
+    })
 }
 
 /// `--permission` (of `run` and `wait`), checked: `ask` needs a terminal to ask at; `allow` is

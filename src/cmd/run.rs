@@ -13,6 +13,7 @@ use crate::error::{Failure, code};
 use crate::home::Home;
 use crate::instance;
 use crate::record::{self, Record};
+use crate::remote::{self, Host};
 use crate::server::Client;
 use crate::turn::{self, Turn};
 use crate::{output, process};
@@ -20,13 +21,23 @@ use crate::{output, process};
 /// Every request but the event stream gets this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub fn run(home: &Home, args: RunArgs) -> Result<()> {
-    let records = record::valid(&record::list(home)?);
+/// With `host`, the instance is one of that host's, reached through a forwarded port.
+pub fn run(home: &Home, args: RunArgs, host: Option<&Host>) -> Result<()> {
+    let records = remote::records(home, host)?;
     let words: Vec<String> = args.instance.iter().chain(&args.prompt).cloned().collect();
     let (record, words) = split_instance(&records, &words)?;
     let prompt = read_prompt(&words)?;
-    let record = record.clone();
+    let mut record = record.clone();
+    let _forward = remote::reach(home, host, &mut record)?;
+    if host.is_some() && !args.files.is_empty() {
+        return Err(anyhow!(
+            Failure::new(code::USAGE, format!("--file is read by the server, which runs on host {}", record.label()))
+                .hint("copy the file to that host and mention its path in the prompt")
+        ));
+    }
     let directory = match &args.dir {
+        // A directory on the host: its server resolves it.
+        Some(dir) if host.is_some() => Some(dir.to_string_lossy().into_owned()),
         Some(dir) => Some(
             dunce::canonicalize(dir)
                 .with_context(|| format!("the directory {} does not exist", dir.display()))?
@@ -43,11 +54,14 @@ pub fn run(home: &Home, args: RunArgs) -> Result<()> {
     if args.detach {
         let before = client.messages(&session)?.len();
         client.prompt_async(&session, &body)?;
-        // Taken once the session is busy with it on this server, or has its answer already (a
-        // prompt and a reply more): then `ocx wait` started right after finds it under way, on
-        // the instance that works on it (every instance of a user knows every session).
+        // Taken once this server has the session busy, or its reply is finished already: then
+        // `ocx wait` started right after finds the instance that works on it (every instance of
+        // a user knows every session; only that one has it busy).
         let deadline = Instant::now() + REQUEST_TIMEOUT;
-        while !client.busy_sessions()?.contains_key(&session) && client.messages(&session)?.len() < before + 2 {
+        while !client.busy_sessions()?.contains_key(&session) && {
+            let messages = client.messages(&session)?;
+            messages.len() <= before || !turn::last_reply_finished(&messages)
+        } {
             if Instant::now() >= deadline {
                 return Err(anyhow!("the server did not take the prompt within {}s", REQUEST_TIMEOUT.as_secs()));
             }
@@ -111,7 +125,9 @@ fn read_prompt(words: &[String]) -> Result<String> {
 
 fn ensure_running(record: &Record, client: &Client) -> Result<()> {
     let label = record.label();
-    instance::require_server(record)?;
+    if record.remote.is_none() {
+        instance::require_server(record)?;
+    }
     match client.health() {
         Ok(health) if health.healthy => Ok(()),
         Ok(_) => Err(anyhow!(Failure::new(code::FAILED, format!("instance {label} reports itself unhealthy")))),

@@ -3,17 +3,34 @@
 use anyhow::Result;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
+use anyhow::anyhow;
+
 use crate::cli::UrlArgs;
+use crate::error::{Failure, code};
 use crate::home::Home;
+use crate::remote::{self, Host};
 use crate::{output, record};
 
 /// What must be escaped in a URL's user info: everything but RFC 3986's unreserved characters
 /// (a password with `@`, `:` or `/` would otherwise change where the URL points).
 const USERINFO: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
-pub fn run(home: &Home, args: UrlArgs) -> Result<()> {
-    let records = record::valid(&record::list(home)?);
-    let r = record::resolve_default(&records, args.instance.as_deref())?;
+/// An instance on another host has a URL here only while `ocx tunnel` forwards a port to it.
+pub fn run(home: &Home, args: UrlArgs, host: Option<&Host>) -> Result<()> {
+    let r = match host {
+        Some(host) => remote::tunneled(home, host, args.instance.as_deref())?.ok_or_else(|| {
+            let instance = args.instance.as_deref().unwrap_or("INSTANCE");
+            anyhow!(
+                Failure::new(code::NOT_FOUND, format!("no tunnel to {instance} on host {} is open", host.label()))
+                    .hint(format!("open one with `ocx tunnel {}:{instance}` (it runs until Ctrl-C)", host.label()))
+            )
+        })?,
+        None => {
+            let records = record::valid(&record::list(home)?);
+            let r = record::resolve_default(&records, args.instance.as_deref())?;
+            remote::Endpoint { url: r.url.clone(), username: r.username.clone(), password: r.password.clone() }
+        }
+    };
     let url = match (&r.password, args.with_credentials) {
         (Some(password), true) => with_credentials(&r.url, &r.username, password),
         _ => r.url.clone(),

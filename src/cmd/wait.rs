@@ -16,6 +16,8 @@ use crate::{instance, output, parallel, process};
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Asking each instance whether it has the session.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a stored prompt may take to be taken up by its server.
+const PICKUP: Duration = Duration::from_secs(30);
 
 pub fn run(home: &Home, args: WaitArgs) -> Result<()> {
     let permissions = super::permission_policy(args.permission)?;
@@ -48,21 +50,32 @@ pub fn run(home: &Home, args: WaitArgs) -> Result<()> {
 
 /// The running instance that works on `session`. Servers of one user share opencode's
 /// database, so every one of them knows every session; only the one that took the prompt has
-/// it busy. An idle session's last answer any of them can show.
+/// it busy. A finished turn any of them can show. A prompt whose reply is neither busy
+/// anywhere nor finished is still being picked up: look again, briefly.
 fn owner(records: &[Record], session: &str) -> Result<Record> {
-    let found = parallel::map(records, 16, |r| {
-        instance::server(r).ok().flatten()?;
-        let client = Client::for_record(r, LOOKUP_TIMEOUT);
-        client.session(session).ok().flatten()?;
-        let busy = client.busy_sessions().is_ok_and(|b| b.contains_key(session));
-        Some((busy, r.clone()))
-    });
-    let mut found: Vec<(bool, Record)> = found.into_iter().flatten().collect();
-    found.sort_by_key(|(busy, _)| !busy);
-    found.into_iter().map(|(_, r)| r).next().ok_or_else(|| {
-        anyhow!(
-            Failure::new(code::NOT_FOUND, format!("no running instance has session {session}"))
-                .hint("name the instance with --instance; `ocx sessions INSTANCE` lists its sessions")
-        )
-    })
+    let deadline = Instant::now() + PICKUP;
+    loop {
+        let found = parallel::map(records, 16, |r| {
+            instance::server(r).ok().flatten()?;
+            let client = Client::for_record(r, LOOKUP_TIMEOUT);
+            client.session(session).ok().flatten()?;
+            let busy = client.busy_sessions().is_ok_and(|b| b.contains_key(session));
+            Some((busy, r.clone()))
+        });
+        let found: Vec<(bool, Record)> = found.into_iter().flatten().collect();
+        if let Some((_, r)) = found.iter().find(|(busy, _)| *busy) {
+            return Ok(r.clone());
+        }
+        let Some((_, first)) = found.first() else { break };
+        let finished =
+            Client::for_record(first, LOOKUP_TIMEOUT).messages(session).is_ok_and(|m| turn::last_reply_finished(&m));
+        if finished || Instant::now() >= deadline {
+            return Ok(first.clone());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(anyhow!(
+        Failure::new(code::NOT_FOUND, format!("no running instance has session {session}"))
+            .hint("name the instance with --instance; `ocx sessions INSTANCE` lists its sessions")
+    ))
 }

@@ -279,6 +279,7 @@ fn new_record(home: &Home, plan: &Plan, id: &str, name: Option<String>, port: u1
         last_exit: None,
         next_restart_at: None,
         failed: None,
+        remote: None,
     }
 }
 

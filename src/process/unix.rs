@@ -139,6 +139,20 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
+/// Act as if Ctrl-C was pressed: a command that installed the handler cleans up and exits 130;
+/// one that did not ends at once (for `ocx __remote`, whose caller went away).
+pub fn interrupt_self() {
+    // SAFETY: raise only sends a signal to this process.
+    unsafe {
+        libc::raise(libc::SIGINT);
+    }
+}
+
+/// Whether the system's ssh can share one connection between commands (ControlMaster).
+pub fn ssh_shares_connections() -> bool {
+    true
+}
+
 /// Make this process an instance's watcher: on Linux the child subreaper, so what its server
 /// leaves behind (the agent's commands, in sessions of their own) is re-parented to it, not to
 /// init; SIGHUP ignored.

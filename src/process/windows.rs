@@ -95,6 +95,17 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
+/// Act as if Ctrl-C was pressed: commands that watch for it clean up and exit 130. (ocx on
+/// Windows is not a remote host: `ocx __remote` runs under a POSIX shell.)
+pub fn interrupt_self() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Win32-OpenSSH has no ControlMaster: each command and forward has its own connection.
+pub fn ssh_shares_connections() -> bool {
+    false
+}
+
 /// Nothing to set up for a watcher on Windows: there is no subreaper, and the Job Object of
 /// each server (`contain`) holds its tree.
 pub fn become_watcher() -> io::Result<()> {

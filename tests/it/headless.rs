@@ -181,6 +181,13 @@ fn detach_then_wait_on_several_instances() {
     let waited = env.run(&["wait", &a]);
     let ticks: String = (0..40).map(|i| format!("tick {i} ")).collect();
     assert_eq!(waited.success().stdout, format!("{ticks}\n"), "the whole answer, as run prints it: {}", waited.stderr);
+    // Every instance of a user knows every session (one shared database); `wait` must follow
+    // the one that works on it, also right after --detach returned. Many rounds: a race.
+    for round in 0..6 {
+        let text = format!("round {round} on the second instance");
+        let s = env.run(&["run", "--detach", "w-2", &text]).success().stdout.trim().to_string();
+        assert_eq!(env.run(&["wait", &s]).success().stdout, format!("echo: {text}\n"), "round {round}");
+    }
     // An idle session: its last answer at once; in JSON lines as `run` prints them.
     let json = env.run(&["wait", &b, "--format", "json"]);
     let lines: Vec<Value> = json.success().stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();

@@ -9,6 +9,7 @@ mod gc;
 mod headless;
 mod lifecycle;
 mod logs;
+mod remote;
 mod run;
 mod smoke;
 mod supervise;

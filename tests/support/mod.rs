@@ -5,6 +5,8 @@
 
 pub mod fake_model;
 pub mod proxy;
+#[cfg(unix)]
+pub mod sshd;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
