@@ -109,12 +109,19 @@ impl Address {
             },
         };
         let port = port.map(|p| p.parse::<u16>().map_err(|_| bad(&format!("{p:?} is not a port")))).transpose()?;
-        let plain = |s: &str| !s.is_empty() && !s.starts_with('-') && !s.chars().any(|c| c.is_whitespace() || c == '/');
-        if !plain(&host) {
-            return Err(bad("no host name, or one ssh would misread"));
+        // Only what names a host or a user: ssh hands these to a shell in some configurations
+        // (ProxyCommand's %h and %r before OpenSSH 9.6), and a leading `-` would be an option.
+        let plain = |s: &str, extra: &[char]| {
+            !s.is_empty()
+                && !s.starts_with('-')
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c) || extra.contains(&c))
+        };
+        let v6 = hostport.starts_with('[');
+        if !plain(&host, if v6 { &[':', '%'] } else { &[] }) {
+            return Err(bad("no host name, or one with characters a host name does not have"));
         }
-        if user.as_deref().is_some_and(|u| !plain(u)) {
-            return Err(bad("a user name ssh would misread"));
+        if user.as_deref().is_some_and(|u| !plain(u, &[])) {
+            return Err(bad("a user name with characters ocx does not pass to ssh (no password in the URL: use keys)"));
         }
         Ok(Address { user, host, port })
     }
@@ -126,10 +133,13 @@ impl Host {
         self.name.as_deref().unwrap_or(&self.url)
     }
 
-    /// `ssh` with ocx's options and the destination, ready for a remote command or `-O`.
-    fn ssh(&self, home: &Home) -> Result<Command> {
+    /// `ssh` with ocx's options and the destination, ready for a remote command or `-O`;
+    /// on the host's shared connection unless `own` (ssh takes the first value of an option).
+    fn ssh(&self, home: &Home, own: bool) -> Result<Command> {
         let address = Address::parse(&self.url)?;
         let words = match std::env::var("OCX_SSH").ok().filter(|s| !s.trim().is_empty()) {
+            // A path, also one with spaces or backslashes (Windows): as it is.
+            Some(s) if std::path::Path::new(&s).is_file() => vec![s],
             Some(s) => shlex::split(&s)
                 .filter(|w| !w.is_empty())
                 .ok_or_else(|| anyhow!(Failure::new(code::USAGE, format!("cannot split OCX_SSH={s:?} into words"))))?,
@@ -138,10 +148,12 @@ impl Host {
         let mut cmd = Command::new(&words[0]);
         cmd.args(&words[1..]);
         cmd.args(["-o", "BatchMode=yes", "-o", &format!("ConnectTimeout={CONNECT_TIMEOUT_S}")]);
-        if process::ssh_shares_connections() {
-            let dir = control_dir(home)?;
+        if own {
+            cmd.args(["-o", "ControlMaster=no", "-o", "ControlPath=none"]);
+        } else if process::ssh_shares_connections() {
+            let path = control_dir(home)?.join("%C").display().to_string().replace('%', "%%").replace("%%C", "%C");
             cmd.args(["-o", "ControlMaster=auto", "-o", &format!("ControlPersist={PERSIST_S}")]);
-            cmd.arg("-o").arg(format!("ControlPath={}", dir.join("%C").display()));
+            cmd.arg("-o").arg(format!("ControlPath=\"{path}\""));
         }
         if let Some(port) = address.port {
             cmd.args(["-p", &port.to_string()]);
@@ -156,15 +168,23 @@ impl Host {
     /// The remote command: the host's ocx, quoted for its shell, and `__remote`.
     fn remote_command(&self) -> Result<String> {
         let ocx = self.ocx.as_deref().unwrap_or("ocx");
-        let quoted = shlex::try_quote(ocx).map_err(|_| anyhow!("cannot quote the ocx path {ocx:?} for a shell"))?;
-        Ok(format!("{quoted} __remote"))
+        // `~/…` is the remote user's home: the shell expands the `~/` left unquoted.
+        let (tilde, rest) = match ocx.strip_prefix("~/") {
+            Some(rest) => ("~/", rest),
+            None => ("", ocx),
+        };
+        let quoted = shlex::try_quote(rest).map_err(|_| anyhow!("cannot quote the ocx path {ocx:?} for a shell"))?;
+        Ok(format!("{tilde}{quoted} __remote"))
     }
 
     /// Start `ocx __remote` on the host with `args`, the envelope sent; its stdout piped.
     fn spawn(&self, home: &Home, args: &[String], strip_host: bool, stderr: Stdio) -> Result<Call> {
-        let mut cmd = self.ssh(home)?;
+        let mut cmd = self.ssh(home, false)?;
         cmd.arg("--").arg(self.remote_command()?);
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr);
+        // Ctrl-C is ocx's to pass on (by closing stdin), so that the remote command can clean
+        // up and its exit code comes back.
+        process::own_process_group(&mut cmd);
         let mut child = cmd.spawn().with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
         let envelope = Envelope {
             protocol: PROTOCOL,
@@ -206,8 +226,9 @@ impl Host {
             Ok(()) => copy_out(&mut out),
             Err(_) => Ok(()),
         };
-        if copied.is_err() {
-            // Nobody reads what ocx prints: end the remote command (its stdin closes).
+        if copied.is_err() || greeted.is_err() {
+            // Nobody reads what ocx prints, or the other side is not an ocx of this version:
+            // end the remote command (its stdin closes).
             let _ = call.child.kill();
         }
         let status = call.child.wait()?;
@@ -316,13 +337,17 @@ impl Host {
 
     /// Forward a free port on this machine's loopback to `remote_port` on the host's loopback,
     /// on the shared connection, until the `Forward` is dropped.
-    pub fn forward(&self, home: &Home, remote_port: u16) -> Result<Forward> {
+    ///
+    /// `own`: on a connection of its own, which lives exactly as long as the forward (for
+    /// `tunnel`: a shared connection closes 60 s after its last command even while a forward
+    /// on it listens).
+    pub fn forward(&self, home: &Home, remote_port: u16, own: bool) -> Result<Forward> {
         let mut last = None;
         for _ in 0..5 {
             let local_port = process::free_port("127.0.0.1", process::instance_ports(), &[])?;
             let spec = format!("127.0.0.1:{local_port}:127.0.0.1:{remote_port}");
-            let mut cmd = self.ssh(home)?;
-            if process::ssh_shares_connections() {
+            let mut cmd = self.ssh(home, own)?;
+            if process::ssh_shares_connections() && !own {
                 // Through the shared connection: the forward lives in it, until cancelled.
                 cmd.args(["-O", "forward", "-L", &spec]);
                 let out = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).output()?;
@@ -393,7 +418,17 @@ fn last_line(text: &str) -> Option<&str> {
 
 /// The control sockets of shared connections: private, under the home.
 fn control_dir(home: &Home) -> Result<PathBuf> {
-    let dir = home.root().join("ssh");
+    let mut dir = home.root().join("ssh");
+    // A socket path has at most ~104 bytes (macOS); ssh adds `%C` (40) and, while it creates
+    // the socket, 17 more. A long home gets a short private directory in /tmp instead.
+    if dir.as_os_str().len() + 1 + 40 + 17 > 100 {
+        let hash = home
+            .root()
+            .to_string_lossy()
+            .bytes()
+            .fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+        dir = PathBuf::from("/tmp").join(format!("ocx-ssh-{:012x}", hash & 0xffff_ffff_ffff));
+    }
     process::create_private_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     Ok(dir)
 }
@@ -410,6 +445,11 @@ pub struct Forward {
 impl Forward {
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.local_port)
+    }
+
+    /// Whether the forward still stands (its own ssh still runs).
+    pub fn alive(&mut self) -> bool {
+        self.child.as_mut().is_none_or(|c| c.try_wait().is_ok_and(|s| s.is_none()))
     }
 
     fn wait_listening(&mut self) -> Result<bool> {
@@ -436,7 +476,7 @@ impl Drop for Forward {
                 let _ = child.wait();
             }
             None => {
-                if let Ok(mut cmd) = self.host.ssh(&self.home) {
+                if let Ok(mut cmd) = self.host.ssh(&self.home, false) {
                     cmd.args(["-O", "cancel", "-L", &self.spec]);
                     let _ = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status();
                 }
@@ -544,9 +584,9 @@ pub fn records(home: &Home, host: Option<&Host>) -> Result<Vec<Record>> {
 
 /// Make `record` reachable from here: for an instance of a host, forward a local port to it
 /// and point the record's URL there, for as long as the returned forward lives.
-pub fn reach(home: &Home, host: Option<&Host>, record: &mut Record) -> Result<Option<Forward>> {
+pub fn reach(home: &Home, host: Option<&Host>, record: &mut Record, own: bool) -> Result<Option<Forward>> {
     let Some(host) = host else { return Ok(None) };
-    let forward = host.forward(home, record.port)?;
+    let forward = host.forward(home, record.port, own)?;
     record.url = forward.url();
     Ok(Some(forward))
 }
@@ -626,12 +666,22 @@ pub fn tunneled(home: &Home, host: &Host, query: Option<&str>) -> Result<Option<
             let _ = std::fs::remove_file(entry.path());
             continue;
         }
-        let matches = query.is_none_or(|q| file.id == q || file.name.as_deref() == Some(q) || file.id.starts_with(q));
-        if file.host == host.url && matches {
+        if file.host == host.url {
             found.push(file);
         }
     }
-    Ok(found.into_iter().next().map(|f| Endpoint { url: f.url, username: f.username, password: f.password }))
+    // As instances are named: the id, the name, or a unique id prefix; none → the only one.
+    let exact = found.iter().position(|f| query.is_some_and(|q| f.id == q || f.name.as_deref() == Some(q)));
+    let prefixed: Vec<usize> = (0..found.len()).filter(|&i| query.is_none_or(|q| found[i].id.starts_with(q))).collect();
+    let chosen = exact.or(match prefixed.as_slice() {
+        [one] => Some(*one),
+        _ => None,
+    });
+    Ok(chosen.map(|i| found.swap_remove(i)).map(|f| Endpoint {
+        url: f.url,
+        username: f.username,
+        password: f.password,
+    }))
 }
 
 #[cfg(test)]
@@ -644,7 +694,17 @@ mod tests {
         assert_eq!(a, Address { user: Some("me".into()), host: "box.example".into(), port: Some(2222) });
         assert_eq!(Address::parse("box").unwrap(), Address { user: None, host: "box".into(), port: None });
         assert_eq!(Address::parse("ssh://[::1]:22/").unwrap().host, "::1");
-        for bad in ["ssh://-oProxyCommand=x", "http://box", "ssh://me@", "ssh://box:port", "ssh://-l@box", "a b"] {
+        for bad in [
+            "ssh://-oProxyCommand=x",
+            "http://box",
+            "ssh://me@",
+            "ssh://box:port",
+            "ssh://-l@box",
+            "a b",
+            "ssh://me:secret@box",
+            "ssh://box$(touch x)",
+            "ssh://`x`@box",
+        ] {
             let err = Address::parse(bad).unwrap_err();
             assert_eq!(crate::error::code_of(&err), code::USAGE, "{bad}");
         }
@@ -654,5 +714,7 @@ mod tests {
     fn the_remote_command_is_quoted() {
         let host = Host { name: None, url: "box".into(), ocx: Some("/opt/my ocx/$(x)".into()) };
         assert_eq!(host.remote_command().unwrap(), "'/opt/my ocx/$(x)' __remote");
+        let home = Host { ocx: Some("~/.cargo/bin/ocx".into()), ..host };
+        assert_eq!(home.remote_command().unwrap(), "~/.cargo/bin/ocx __remote");
     }
 }

@@ -16,7 +16,7 @@ use crate::{process, record};
 pub fn run(home: &Home, args: AttachArgs, host: Option<&Host>) -> Result<()> {
     let records = remote::records(home, host)?;
     let mut r = record::resolve_default(&records, args.instance.as_deref())?.clone();
-    let _forward = remote::reach(home, host, &mut r)?;
+    let _forward = remote::reach(home, host, &mut r, false)?;
     let binary = match (&args.opencode, host) {
         (Some(binary), _) => binary.clone(),
         (None, Some(_)) => launch::find_opencode(None)?,

@@ -136,7 +136,7 @@ struct Printer {
     json: bool,
     text: bool,
     session: Option<String>,
-    /// The last state shown of each tool part, and of each session.
+    /// The last state shown of each tool part, and of each session (by instance).
     tools: HashMap<String, String>,
     statuses: HashMap<String, String>,
     /// What each permission or question asked, by request id.
@@ -211,7 +211,7 @@ impl Printer {
                     Status::Idle => "idle".to_string(),
                     Status::Retry { attempt, message, .. } => format!("retry {attempt}: {message}"),
                 };
-                if self.statuses.insert(session, what.clone()).as_ref() == Some(&what) {
+                if self.statuses.insert(format!("{id} {session}"), what.clone()).as_ref() == Some(&what) {
                     return Ok(());
                 }
                 what

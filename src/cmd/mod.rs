@@ -29,9 +29,8 @@ use crate::{output, turn};
 
 pub fn run(cli: Cli) -> Result<()> {
     let Cli { home: home_dir, host, mut command } = cli;
-    let home = || Home::open(home_dir.as_deref());
     if let Some(host) = remote_target(host.as_deref(), &mut command)? {
-        let home = home()?;
+        let home = Home::open(home_dir.as_deref())?;
         return match command {
             Command::Run(args) => run::run(&home, args, Some(&host)),
             Command::Attach(args) => attach::run(&home, args, Some(&host)),
@@ -40,6 +39,12 @@ pub fn run(cli: Cli) -> Result<()> {
             _ => host.passthrough(&home, &forwarded_args()?),
         };
     }
+    run_here(home_dir.as_deref(), command)
+}
+
+/// Run `command` on this machine.
+fn run_here(home_dir: Option<&std::path::Path>, command: Command) -> Result<()> {
+    let home = || Home::open(home_dir);
     match command {
         Command::Start(args) => start::run(&home()?, args),
         Command::Ls(args) => ls::run(&home()?, args),
@@ -75,13 +80,22 @@ fn remote_target(explicit: Option<&str>, command: &mut Command) -> Result<Option
         return Ok(None);
     }
     let Some(instances) = instance_args(command) else { return Ok(None) };
-    // Ids and names never hold a `:`; only then is the hosts file read.
-    if explicit.is_none() && !instances.iter().any(|i| i.contains(':')) {
+    // Ids and names never hold a `:`; only then is the hosts file read. (`run`'s first word
+    // may be the prompt's: `fix: …` names no host, and an unreadable hosts file is no reason
+    // to fail a command for this machine.)
+    let named = |i: &String| {
+        i.split_once(':').is_some_and(|(h, rest)| !h.is_empty() && !rest.is_empty() && !i.contains(char::is_whitespace))
+    };
+    if explicit.is_none() && !instances.iter().any(|i| named(i)) {
         return Ok(None);
     }
-    let hosts = Hosts::load()?;
+    let hosts = match Hosts::load() {
+        Ok(hosts) => hosts,
+        Err(_) if explicit.is_none() => return Ok(None),
+        Err(err) => return Err(err),
+    };
     let mut target = explicit.map(|h| hosts.find(h)).transpose()?;
-    for instance in instances {
+    for instance in instances.into_iter().filter(|i| named(i)) {
         let Some((host, rest)) = hosts.split(instance) else { continue };
         if target.as_ref().is_some_and(|t| t.url != host.url) {
             return Err(anyhow!(
@@ -107,9 +121,10 @@ fn forwarded_args() -> Result<Vec<String>> {
             args.extend(raw.by_ref().map(|a| a.to_string_lossy().into_owned()));
             break;
         }
-        if arg == "--host" {
+        // `--home` is a path on this machine: the host's ocx uses its own home.
+        if arg == "--host" || arg == "--home" {
             raw.next();
-        } else if !arg.starts_with("--host=") {
+        } else if !arg.starts_with("--host=") && !arg.starts_with("--home=") {
             args.push(arg);
         }
     }
@@ -125,8 +140,8 @@ fn serve_remote() -> Result<()> {
     if let Some(name) = envelope.strip_host {
         strip_host(&name, &mut command);
     }
-    // Never on to a third machine, whatever this one's OCX_HOST says.
-    run(Cli { home, host: None, command })
+    // Here, never on to a third machine, whatever this one's OCX_HOST or hosts say.
+    run_here(home.as_deref(), command)
 }
 
 /// Take `NAME:` off the instance arguments that carry it.

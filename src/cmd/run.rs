@@ -23,18 +23,20 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// With `host`, the instance is one of that host's, reached through a forwarded port.
 pub fn run(home: &Home, args: RunArgs, host: Option<&Host>) -> Result<()> {
+    if let Some(host) = host
+        && !args.files.is_empty()
+    {
+        return Err(anyhow!(
+            Failure::new(code::USAGE, format!("--file is read by the server, which runs on host {}", host.label()))
+                .hint("copy the file to that host and mention its path in the prompt")
+        ));
+    }
     let records = remote::records(home, host)?;
     let words: Vec<String> = args.instance.iter().chain(&args.prompt).cloned().collect();
     let (record, words) = split_instance(&records, &words)?;
     let prompt = read_prompt(&words)?;
     let mut record = record.clone();
-    let _forward = remote::reach(home, host, &mut record)?;
-    if host.is_some() && !args.files.is_empty() {
-        return Err(anyhow!(
-            Failure::new(code::USAGE, format!("--file is read by the server, which runs on host {}", record.label()))
-                .hint("copy the file to that host and mention its path in the prompt")
-        ));
-    }
+    let _forward = remote::reach(home, host, &mut record, false)?;
     let directory = match &args.dir {
         // A directory on the host: its server resolves it.
         Some(dir) if host.is_some() => Some(dir.to_string_lossy().into_owned()),

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 
 use crate::cli::TunnelArgs;
 use crate::error::{Failure, code};
@@ -14,7 +14,7 @@ pub fn run(home: &Home, args: TunnelArgs, host: &Host) -> Result<()> {
     let records = host.records(home)?;
     let mut r = record::resolve(&records, &args.instance)?.clone();
     process::install_interrupt_handler();
-    let _forward = remote::reach(home, Some(host), &mut r)?;
+    let mut forward = remote::reach(home, Some(host), &mut r, true)?.expect("a host's instance is forwarded");
     let _tunnel = remote::Tunnel::open(home, host, &r)?;
     output::line(&r.url)?;
     output::note(format_args!(
@@ -26,7 +26,20 @@ pub fn run(home: &Home, args: TunnelArgs, host: &Host) -> Result<()> {
         r.label()
     ));
     while !process::interrupted() {
+        // Ctrl-C at the terminal reaches its ssh too: that is not a lost connection.
+        if !forward.alive() && !interrupted_soon() {
+            return Err(anyhow!(
+                Failure::new(code::FAILED, format!("the ssh connection to host {} ended", host.label()))
+                    .hint("open the tunnel again")
+            ));
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Err(anyhow::anyhow!(Failure::silent(code::INTERRUPTED)))
+    Err(anyhow!(Failure::silent(code::INTERRUPTED)))
+}
+
+/// Whether Ctrl-C arrives within a moment (its signal may reach ssh first).
+fn interrupted_soon() -> bool {
+    std::thread::sleep(Duration::from_millis(200));
+    process::interrupted()
 }

@@ -35,6 +35,12 @@ pub fn new_session(cmd: &mut Command) {
     own_session(cmd);
 }
 
+/// A child that Ctrl-C at the terminal must not reach directly (ssh for a remote command):
+/// ocx hears the Ctrl-C and passes it on in its own way.
+pub fn own_process_group(cmd: &mut Command) {
+    cmd.process_group(0);
+}
+
 fn own_session(cmd: &mut Command) {
     // SAFETY: setsid is async-signal-safe, as pre_exec requires.
     unsafe {

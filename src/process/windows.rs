@@ -29,6 +29,11 @@ pub fn detach(cmd: &mut Command) {
     cmd.creation_flags(CREATE_NO_WINDOW | CREATE_NEW_PROCESS_GROUP);
 }
 
+/// A child that Ctrl-C at the console must not reach directly (ssh for a remote command).
+pub fn own_process_group(cmd: &mut Command) {
+    cmd.creation_flags(CREATE_NEW_PROCESS_GROUP);
+}
+
 /// The server under its watcher: its own process group, on the watcher's console.
 pub fn new_session(cmd: &mut Command) {
     cmd.creation_flags(CREATE_NEW_PROCESS_GROUP);

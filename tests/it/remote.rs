@@ -2,6 +2,7 @@
 //! home, reached through the system's ssh with a shared connection per host.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -31,9 +32,8 @@ fn ocx(env: &TestEnv, hosts: &SshHosts, args: &[&str]) -> crate::support::Run {
 }
 
 fn add_hosts(env: &TestEnv, hosts: &SshHosts) {
-    let bin = env!("CARGO_BIN_EXE_ocx");
     for h in ["a", "b"] {
-        ocx(env, hosts, &["host", "add", h, &format!("ssh://{h}"), "--ocx", bin]).success();
+        ocx(env, hosts, &["host", "add", h, &format!("ssh://{h}"), "--ocx", hosts.ocx.to_str().unwrap()]).success();
     }
 }
 
@@ -104,6 +104,9 @@ fn two_hosts_started_listed_prompted_and_stopped_over_ssh() {
         assert!(!argv.contains(secret), "{secret} on an ssh command line:\n{argv}");
         assert_eq!(on_a_command_line(secret), None, "{secret} on a command line");
     }
+    // On the hosts, every ocx ran for this one had only `__remote` on its command line.
+    let remote = hosts.remote_argv();
+    assert!(remote.lines().count() >= 4 && remote.lines().all(|l| l == "__remote"), "{remote}");
     // Every command to a host shared one connection: one handshake for all of them.
     assert_eq!(hosts.host("a").logins(), 1, "ssh logins on host a");
 
@@ -174,6 +177,8 @@ fn tunnel_and_url_of_a_remote_instance() {
         .ocx()
         .env("OCX_SSH", &hosts.ssh)
         .args(["events", "b:web", "--json"])
+        // A group of its own, to send Ctrl-C to the whole group as a terminal does.
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -189,7 +194,7 @@ fn tunnel_and_url_of_a_remote_instance() {
     let first: Value = serde_json::from_str(&rx.recv_timeout(Duration::from_secs(30)).unwrap()).unwrap();
     assert!(first["instance"].is_string() && first["type"].is_string(), "{first}");
     assert_eq!(hosts.host("b").remote_commands(), 1, "the follower runs on host b");
-    unsafe_interrupt(events.id());
+    std::process::Command::new("kill").args(["-INT", "--", &format!("-{}", events.id())]).status().unwrap();
     let status = wait_for("events to end", Duration::from_secs(20), || events.try_wait().unwrap());
     assert_eq!(status.code(), Some(0));
     wait_for("the remote follower to end", Duration::from_secs(20), || {

@@ -19,6 +19,8 @@ pub struct SshHosts {
     pub argv_log: PathBuf,
     pub hosts: Vec<Sshd>,
     config: PathBuf,
+    /// The ocx for `--ocx`: logs the command line of every remote ocx.
+    pub ocx: PathBuf,
 }
 
 /// One sshd: a host named `name` in the ssh config.
@@ -123,7 +125,19 @@ impl SshHosts {
         )
         .unwrap();
         std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        SshHosts { ssh: wrapper.display().to_string(), argv_log, hosts, config: config_path, dir }
+        // The ocx the hosts run, through a wrapper that logs its command lines there.
+        let ocx = dir.join("ocx-wrapper");
+        std::fs::write(
+            &ocx,
+            format!(
+                "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+                dir.join("remote-argv.log").display(),
+                env!("CARGO_BIN_EXE_ocx")
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&ocx, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        SshHosts { ssh: wrapper.display().to_string(), argv_log, hosts, config: config_path, dir, ocx }
     }
 
     pub fn host(&self, name: &str) -> &Sshd {
@@ -137,6 +151,11 @@ impl SshHosts {
     /// Every ssh command line ocx ran so far.
     pub fn argv(&self) -> String {
         std::fs::read_to_string(&self.argv_log).unwrap_or_default()
+    }
+
+    /// The arguments of every ocx the hosts ran for ocx here, one line each.
+    pub fn remote_argv(&self) -> String {
+        std::fs::read_to_string(self.dir.join("remote-argv.log")).unwrap_or_default()
     }
 
     /// Close the shared connections ocx left open (`ControlPersist`).
@@ -197,7 +216,20 @@ impl Sshd {
     /// The host goes away: its sshd and every connection it serves (not what runs detached).
     pub fn kill(&mut self) {
         let Some(mut child) = self.child.take() else { return };
-        for pid in children(child.id()) {
+        // Every sshd below the listener (a connection's monitor and its session process), not
+        // what the sessions started.
+        let mut sshds = children(child.id());
+        let mut i = 0;
+        while i < sshds.len() {
+            let below = children(sshds[i]);
+            sshds.extend(
+                below
+                    .into_iter()
+                    .filter(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "sshd")),
+            );
+            i += 1;
+        }
+        for pid in sshds {
             unsafe_kill(pid);
         }
         let _ = child.kill();
