@@ -24,6 +24,7 @@ use anyhow::{Result, anyhow};
 use crate::cli::{Cli, Command, Format, PermissionPolicy};
 use crate::error::{Failure, code};
 use crate::home::Home;
+use crate::instance::launch::Started;
 use crate::remote::{self, Host, Hosts};
 use crate::{output, turn};
 
@@ -197,6 +198,36 @@ fn permission_policy(policy: PermissionPolicy) -> Result<turn::Permissions> {
             ));
         }
     })
+}
+
+/// The instances `start` or `restart` brought up: a JSON array (with how long each took, as
+/// `took_key`), or a table.
+fn print_started(started: &[Started], json: bool, took_key: &str, took_header: &str) -> Result<()> {
+    if json {
+        let docs = started
+            .iter()
+            .map(|s| {
+                let mut doc = s.record.public_json(false);
+                doc[took_key] = (s.took.as_millis() as u64).into();
+                doc
+            })
+            .collect();
+        output::print_json(&serde_json::Value::Array(docs))?;
+    } else if !started.is_empty() {
+        let mut table = output::table(["ID", "NAME", "URL", "PID", took_header]);
+        for s in started {
+            let r = &s.record;
+            table.add_row([
+                &r.id,
+                r.name.as_deref().unwrap_or("-"),
+                &r.url,
+                &r.pid.to_string(),
+                &output::elapsed(s.took),
+            ]);
+        }
+        output::print_table(&mut table)?;
+    }
+    Ok(())
 }
 
 fn turn_format(format: Format) -> turn::Format {

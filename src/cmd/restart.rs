@@ -42,30 +42,7 @@ pub fn run(home: &Home, args: RestartArgs) -> Result<()> {
             Err(e) => errors.push(e.context(format!("instance {}", target.label()))),
         }
     }
-    if args.json {
-        let docs = restarted
-            .iter()
-            .map(|s| {
-                let mut doc = s.record.public_json(false);
-                doc["restart_ms"] = (s.took.as_millis() as u64).into();
-                doc
-            })
-            .collect();
-        output::print_json(&serde_json::Value::Array(docs))?;
-    } else if !restarted.is_empty() {
-        let mut table = output::table(["ID", "NAME", "URL", "PID", "RESTARTED IN"]);
-        for s in &restarted {
-            let r = &s.record;
-            table.add_row([
-                &r.id,
-                r.name.as_deref().unwrap_or("-"),
-                &r.url,
-                &r.pid.to_string(),
-                &output::elapsed(s.took),
-            ]);
-        }
-        output::print_table(&mut table)?;
-    }
+    super::print_started(&restarted, args.json, "restart_ms", "RESTARTED IN")?;
     let mut errors = errors.into_iter();
     match errors.next() {
         None => Ok(()),

@@ -37,30 +37,7 @@ pub fn run(home: &Home, args: StartArgs) -> Result<()> {
             Err(e) => errors.push(e),
         }
     }
-    if args.json {
-        let docs = started
-            .iter()
-            .map(|s| {
-                let mut doc = s.record.public_json(false);
-                doc["startup_ms"] = (s.took.as_millis() as u64).into();
-                doc
-            })
-            .collect();
-        output::print_json(&serde_json::Value::Array(docs))?;
-    } else if !started.is_empty() {
-        let mut table = output::table(["ID", "NAME", "URL", "PID", "HEALTHY IN"]);
-        for s in &started {
-            let r = &s.record;
-            table.add_row([
-                &r.id,
-                r.name.as_deref().unwrap_or("-"),
-                &r.url,
-                &r.pid.to_string(),
-                &output::elapsed(s.took),
-            ]);
-        }
-        output::print_table(&mut table)?;
-    }
+    super::print_started(&started, args.json, "startup_ms", "HEALTHY IN")?;
     let mut errors = errors.into_iter();
     match (errors.next(), started.is_empty()) {
         (None, _) => Ok(()),

@@ -111,6 +111,10 @@ impl Activity {
 /// aborted prompts stay listed by the server; only those of busy sessions count.
 pub fn activity(client: &Client) -> Result<Activity> {
     let busy = client.busy_sessions()?;
+    // Only a busy session can be waiting for an answer: an idle server costs one request.
+    if busy.is_empty() {
+        return Ok(Activity { busy, asking: Default::default() });
+    }
     let asking = client
         .permissions()?
         .into_iter()

@@ -1,7 +1,6 @@
 //! Driving agents headlessly against real opencode: permission requests and questions are
 //! always answered, `run --detach` and `wait`, `sessions`, ACTIVITY in `ls`, and `events`.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -261,15 +260,7 @@ fn events(env: &TestEnv, args: &[&str]) -> (Guard, std::sync::mpsc::Receiver<Str
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            if tx.send(line.unwrap()).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = crate::support::stdout_lines(&mut child);
     (Guard(child), rx)
 }
 

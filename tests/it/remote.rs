@@ -184,13 +184,7 @@ fn tunnel_and_url_of_a_remote_instance() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = events.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let _ = tx.send(line.unwrap());
-        }
-    });
+    let rx = crate::support::stdout_lines(&mut events);
     let first: Value = serde_json::from_str(&rx.recv_timeout(Duration::from_secs(30)).unwrap()).unwrap();
     assert!(first["instance"].is_string() && first["type"].is_string(), "{first}");
     assert_eq!(hosts.host("b").remote_commands(), 1, "the follower runs on host b");
