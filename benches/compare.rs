@@ -9,7 +9,8 @@
 //! from a SIGKILL to healthy again vs a `while true; do opencode serve; done` loop), `logs`
 //! (the watcher copying a stand-in's log: throughput, and its CPU at 1 and 10 MB/s), `events`
 //! (`ocx events --all` over 10 instances: the latency it adds to an event, against `curl -N`
-//! on the one `/event` stream).
+//! on the one `/event` stream), `hosts` (a host over ssh, a second sshd on loopback: `ocx --host`
+//! on a new and on the shared connection, against a plain `ssh HOST ocx …`).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -64,6 +65,9 @@ fn main() {
     }
     if run("events") {
         events();
+    }
+    if run("hosts") {
+        hosts();
     }
 }
 
@@ -652,6 +656,41 @@ fn events() {
     row("ocx events --all: later than curl -N by", &stats(&added));
     println!("\n(target: ≤ 5 ms added, median)");
     env.run(&["stop", "--all", "--force"]).success();
+}
+
+/// 10. One instance on a host over ssh (an sshd on loopback, as in the tests): `ocx --host a ls
+///     --json` on a new connection (the shared one closed first) and again on the shared one,
+///     against `ssh a ocx ls --json`, which logs in anew every time.
+fn hosts() {
+    const ROUNDS: usize = 10;
+    let env = TestEnv::new();
+    let hosts = support::sshd::SshHosts::start(&env, &["a"]);
+    let remote_ocx = hosts.ocx.to_str().unwrap().to_string();
+    let ocx = |args: &[&str]| {
+        let mut cmd = env.ocx();
+        cmd.env("OCX_SSH", &hosts.ssh).args(args);
+        cmd
+    };
+    let project = env.project.to_str().unwrap().to_string();
+    assert!(ocx(&["host", "add", "a", "ssh://a", "--ocx", &remote_ocx]).status().unwrap().success());
+    assert!(ocx(&["--host", "a", "start", "--dir", &project]).stdout(Stdio::null()).status().unwrap().success());
+    let control = env.ocx_home.join("ssh");
+    let (mut cold, mut warm, mut plain) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        if interrupted() {
+            break;
+        }
+        hosts.close_connections(&control);
+        cold.push(time(&mut ocx(&["--host", "a", "ls", "--json"])));
+        warm.push(time(&mut ocx(&["--host", "a", "ls", "--json"])));
+        plain.push(time(Command::new(&hosts.ssh).args(["a", &remote_ocx, "ls", "--json"])));
+    }
+    hosts.close_connections(&control);
+    header(&format!("A host over ssh ({ROUNDS} rounds, one instance there)"));
+    row("ocx --host a ls, new connection", &stats(&cold));
+    row("ocx --host a ls, shared connection", &stats(&warm));
+    row("ssh a ocx ls --json (new connection)", &stats(&plain));
+    println!("\nlogins to the host's sshd: {} for {} commands", hosts.host("a").logins(), ROUNDS * 3);
 }
 
 fn machine() -> String {

@@ -15,7 +15,7 @@ use crate::error::{Failure, code};
 use crate::home::Home;
 use crate::output;
 use crate::process::{Proc, ProcId, Processes};
-use crate::record::{Record, State};
+use crate::record::{Record, RestartPolicy, State};
 use crate::server::Client;
 
 /// A hung server must not make `ls` slow: each health check gets this long at most.
@@ -154,6 +154,8 @@ pub fn observe(records: &[Record]) -> Result<Vec<Observed>> {
                 (State::Stopping, true) => "stopping",
                 _ if r.failed.is_some() => "failed",
                 (State::Starting, true) => "starting",
+                // Its watcher is only recording the exit (and keeps the log) before it ends too.
+                (_, true) if r.restart_policy == RestartPolicy::No => "dead",
                 (_, true) => "restarting",
                 (_, false) => "dead",
             };
