@@ -45,8 +45,9 @@ pub struct Envelope {
     pub strip_host: Option<String>,
 }
 
-/// What `ocx __remote` writes first on stdout, before the command's own output.
-#[derive(Debug, Serialize, Deserialize)]
+/// What `ocx __remote` writes first on stdout, before the command's own output; also what
+/// each side compares of the other (the envelope carries the same three).
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 struct Hello {
     ocx: String,
     protocol: u32,
@@ -186,10 +187,11 @@ impl Host {
         // up and its exit code comes back.
         process::own_process_group(&mut cmd);
         let mut child = cmd.spawn().with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
+        let me = hello();
         let envelope = Envelope {
-            protocol: PROTOCOL,
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            schema: record::SCHEMA,
+            protocol: me.protocol,
+            version: me.ocx,
+            schema: me.schema,
             args: args.to_vec(),
             strip_host: self.name.clone().filter(|_| strip_host),
         };
@@ -389,7 +391,7 @@ fn read_hello(out: &mut impl BufRead) -> Result<()> {
     let hello: Hello = serde_json::from_str(line.trim())
         .map_err(|_| anyhow!("its ocx does not speak ocx's remote protocol (missing, or older than this one)"))?;
     let mine = self::hello();
-    if hello.protocol != mine.protocol || hello.ocx != mine.ocx || hello.schema != mine.schema {
+    if hello != mine {
         return Err(anyhow!(
             "its ocx is {} (records schema {}), this one is {} (schema {}): refusing to mix versions",
             hello.ocx,
@@ -438,7 +440,7 @@ pub struct Forward {
     host: Host,
     home: Home,
     spec: String,
-    pub local_port: u16,
+    local_port: u16,
     child: Option<Child>,
 }
 
@@ -558,9 +560,10 @@ pub fn accept() -> Result<Envelope> {
     std::io::stdin().lock().read_line(&mut line).context("cannot read the request")?;
     let envelope: Envelope = serde_json::from_str(line.trim())
         .map_err(|e| anyhow!(Failure::new(code::USAGE, format!("`ocx __remote` reads a request on stdin: {e}"))))?;
-    output::line(serde_json::to_string(&hello())?)?;
     let mine = hello();
-    if envelope.protocol != mine.protocol || envelope.version != mine.ocx || envelope.schema != mine.schema {
+    output::line(serde_json::to_string(&mine)?)?;
+    let theirs = Hello { ocx: envelope.version.clone(), protocol: envelope.protocol, schema: envelope.schema };
+    if theirs != mine {
         return Err(anyhow!(Failure::new(
             code::USAGE,
             format!("this host runs ocx {}, the caller ocx {}: refusing to mix versions", mine.ocx, envelope.version)

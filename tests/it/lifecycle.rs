@@ -44,15 +44,7 @@ pub fn prompt_async(record: &Value, text: &str) -> String {
 
 /// Every message of a session with its parts (`GET /session/{id}/message`).
 pub fn messages(record: &Value, session: &str) -> Value {
-    let url = format!("{}/session/{session}/message", record["url"].as_str().unwrap());
-    http(Duration::from_secs(30))
-        .get(&url)
-        .header("Authorization", basic_auth(record))
-        .call()
-        .unwrap()
-        .into_body()
-        .read_json()
-        .unwrap()
+    get_json(record, &format!("/session/{session}/message"))
 }
 
 fn get_json(record: &Value, path: &str) -> Value {
