@@ -51,6 +51,12 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
+/// The error of a command ended by Ctrl-C, SIGTERM or SIGHUP (after it cleaned up): exit
+/// 130, 143 or 129, as a shell reports a command killed by that signal.
+pub fn interrupted(message: impl Into<String>) -> anyhow::Error {
+    anyhow::anyhow!(Failure::new(process::interrupt_code(), message))
+}
+
 /// The exit code an error stands for.
 pub fn code_of(err: &anyhow::Error) -> u8 {
     err.chain().find_map(|e| e.downcast_ref::<Failure>()).map_or(code::FAILED, |f| f.code)

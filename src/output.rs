@@ -134,6 +134,11 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// The time `delay` from now, RFC 3339 with milliseconds (records' times).
+pub fn rfc3339_in(delay: Duration) -> String {
+    humantime::format_rfc3339_millis(SystemTime::now() + delay).to_string()
+}
+
 /// Seconds since the Unix epoch, now.
 pub fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())

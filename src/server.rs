@@ -12,6 +12,10 @@ use ureq::http::Response;
 
 use crate::record::Record;
 
+/// Where a server answers whether it is healthy, in the order to ask: opencode 1.x's path,
+/// then the one newer builds have (a 404 from the first means "ask the next").
+pub const HEALTH_PATHS: [&str; 2] = ["/global/health", "/api/health"];
+
 /// An HTTP client for one server.
 pub struct Client {
     agent: Agent,
@@ -79,9 +83,12 @@ impl Client {
 
     /// `GET /global/health`, or `/api/health` on servers that only have that.
     pub fn health(&self) -> Result<Health> {
-        let mut resp = self.get("/global/health")?;
-        if resp.status() == 404 {
-            resp = self.get("/api/health")?;
+        let mut resp = self.get(HEALTH_PATHS[0])?;
+        for path in &HEALTH_PATHS[1..] {
+            if resp.status() != 404 {
+                break;
+            }
+            resp = self.get(path)?;
         }
         match resp.status().as_u16() {
             200 => resp.into_body().read_json().context("the health answer is not the expected JSON"),

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, anyhow};
 use crate::cli::AttachArgs;
 use crate::error::{Failure, code};
 use crate::home::Home;
-use crate::instance::{self, launch};
+use crate::instance::{self, opencode, spawn};
 use crate::remote::{self, Host};
 use crate::{process, record};
 
@@ -19,19 +19,19 @@ pub fn run(home: &Home, args: AttachArgs, host: Option<&Host>) -> Result<()> {
     let _forward = remote::reach(home, host, &mut r, false)?;
     let binary = match (&args.opencode, host) {
         (Some(binary), _) => binary.clone(),
-        (None, Some(_)) => launch::find_opencode(None)?,
+        (None, Some(_)) => opencode::find_opencode(None)?,
         (None, None) => {
-            instance::require_server(&r)?;
+            r = instance::wait_serving(home, &r, instance::SERVE_WAIT)?;
             r.opencode.path.clone()
         }
     };
     let mut cmd = Command::new(&binary);
     cmd.arg("attach").arg(&r.url).args(&args.extra);
     // Through the environment, never the command line, where `ps` shows it to every user.
-    cmd.env(launch::USERNAME_VAR, &r.username);
+    cmd.env(spawn::USERNAME_VAR, &r.username);
     match &r.password {
-        Some(password) => cmd.env(launch::PASSWORD_VAR, password),
-        None => cmd.env_remove(launch::PASSWORD_VAR),
+        Some(password) => cmd.env(spawn::PASSWORD_VAR, password),
+        None => cmd.env_remove(spawn::PASSWORD_VAR),
     };
     // Ctrl-C belongs to opencode now; ocx just waits for it.
     process::install_interrupt_handler();

@@ -7,21 +7,23 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::cli::GcArgs;
 use crate::home::{self, Home};
-use crate::instance::{log, stop};
+use crate::instance::state::{Facts, Held, Status, classify};
+use crate::instance::{self, log, stop};
 use crate::process::{self, Marked, Processes};
-use crate::record::{self, Entry, InvalidKind, Record, State};
-use crate::server::Client;
+use crate::record::{self, Entry, InvalidKind, Record};
 use crate::{output, parallel};
 
 /// A server whose start or stop was abandoned gets this long after TERM before KILL.
 const GRACE: Duration = Duration::from_secs(5);
+/// How long a watcher whose server is gone gets to record it before gc takes it for stuck.
+const WATCHER_GRACE: Duration = Duration::from_secs(2);
 /// How long an abandoned start's server gets to answer its health check.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -43,7 +45,8 @@ struct Report {
     newer: Vec<MovedAside>,
     temp_files: Vec<PathBuf>,
     logs_deleted: Vec<PathBuf>,
-    /// Instances skipped because another ocx is starting or stopping them right now.
+    /// Instances skipped because another ocx (or their watcher) is starting, restarting or
+    /// stopping them right now, or did since gc looked.
     busy: Vec<String>,
 }
 
@@ -87,8 +90,13 @@ pub fn run(home: &Home, args: GcArgs) -> Result<()> {
 
     // An abandoned start whose server is healthy did everything but say so: keep it.
     let (promote, stale): (Vec<_>, Vec<_>) = survey.stale.into_iter().partition(|(record, reason)| {
-        *reason == "abandoned start" && Client::for_record(record, HEALTH_TIMEOUT).health().is_ok_and(|h| h.healthy)
+        *reason == "abandoned start" && instance::client(record, HEALTH_TIMEOUT).health().is_ok_and(|h| h.healthy)
     });
+    // A watcher records its server's exit (and the restart it plans) within moments: one that
+    // has not after this long is stuck, not busy.
+    if !args.dry_run && stale.iter().any(|(_, reason)| *reason == "watcher without server") {
+        std::thread::sleep(WATCHER_GRACE);
+    }
     for (record, _) in &promote {
         if args.dry_run || promote_to_running(home, &record.id)? {
             report.promoted.push(record.id.clone());
@@ -113,9 +121,16 @@ pub fn run(home: &Home, args: GcArgs) -> Result<()> {
             };
             (stale, port_free, owner.map(|o| o.to_string()))
         } else {
-            let o = stop::stop(home, record, GRACE);
+            // Checked again under the instance's lock, right before acting: a restart or a
+            // watcher that changed the instance meanwhile is left alone.
+            let o = stop::stop_if(home, record, GRACE, |now, facts| {
+                now.pid == record.pid
+                    && now.last_exit == record.last_exit
+                    && stale_reason(now, facts, SystemTime::now()).is_some_and(|now| same_reason(now, reason))
+            });
             let result = match (o.result, o.signal) {
                 ("failed", _) => "failed",
+                ("skipped", _) => "skipped",
                 (_, Some(_)) => "stopped",
                 _ => "removed",
             };
@@ -132,6 +147,11 @@ pub fn run(home: &Home, args: GcArgs) -> Result<()> {
         }
     });
     for ((stale, port_free, owner), (record, _)) in outcomes.into_iter().zip(&stale) {
+        // Changed meanwhile (restarted, or its watcher brought it back): not gc's any more.
+        if stale.result == "skipped" {
+            report.busy.push(stale.id);
+            continue;
+        }
         if !port_free {
             report.ghost_ports.push(GhostPort { id: record.id.clone(), port: record.port, owner });
         }
@@ -204,31 +224,24 @@ fn survey(home: &Home, dry_run: bool, report: &mut Report) -> Result<Survey> {
     }
 
     let records = record::valid(&entries);
+    let facts = Facts::of_all(home, &records)?;
     let table = Processes::with_markers()?;
     let mut stale = Vec::new();
-    for record in records.iter() {
-        let watcher = record.watcher.and_then(|w| table.find(&w));
-        let reason = match (table.find(&record.server()), watcher, record.state) {
-            (Some(_), _, State::Running) => None,
-            // Its watcher restarted it and records it running once healthy.
-            (Some(_), Some(_), State::Starting) if record.restarts > 0 => None,
-            (Some(_), _, State::Starting) => Some("abandoned start"),
-            (Some(_), _, State::Stopping) | (None, Some(_), State::Stopping) => Some("abandoned stop"),
-            (None, _, _) if record.failed.is_some() => {
+    for (record, facts) in records.iter().zip(&facts) {
+        let Some(reason) = stale_reason(record, facts, SystemTime::now()) else {
+            if classify(record, facts, SystemTime::now()) == Status::Failed {
                 report.failed.push(record.id.clone());
-                None
             }
-            // Its watcher will start the server again; it says when.
-            (None, Some(_), _) if restart_due(record) => None,
-            (None, Some(_), _) => Some("watcher without server"),
-            (None, None, _) if table.get(record.pid).is_some() => Some("PID reused"),
-            (None, None, _) => Some("process gone"),
+            continue;
+        };
+        let reason = match reason {
+            "process gone" if table.get(record.pid).is_some() => "PID reused",
+            reason => reason,
         };
         // A start or stop whose ocx is alive holds the instance's lock: not abandoned, not ours.
-        match reason {
-            Some(reason) if home.try_lock_instance(&record.id)?.is_some() => stale.push((record.clone(), reason)),
-            Some(_) => report.busy.push(record.id.clone()),
-            None => {}
+        match home.try_lock_instance(&record.id)? {
+            Some(_) => stale.push((record.clone(), reason)),
+            None => report.busy.push(record.id.clone()),
         }
     }
     // Processes of stale records are ended by their stop. An instance with any file in
@@ -238,27 +251,29 @@ fn survey(home: &Home, dry_run: bool, report: &mut Report) -> Result<Survey> {
     Ok(Survey { stale, orphans })
 }
 
-/// Whether the watcher is waiting to start the server again (a little slack for the start
-/// itself, which holds the instance's lock and so is not gc's anyway).
-fn restart_due(record: &Record) -> bool {
-    record
-        .next_restart_at
-        .as_deref()
-        .and_then(|at| humantime::parse_rfc3339(at).ok())
-        .is_some_and(|at| at + Duration::from_secs(5) > std::time::SystemTime::now())
+/// Whether two reasons are the same (a reused PID is a gone process, told apart by the table).
+fn same_reason(now: &str, before: &str) -> bool {
+    now == before || (now == "process gone" && before == "PID reused")
+}
+
+/// Why gc would clean up an instance, from the one classifier's status: None for one that
+/// runs, is being brought back by its watcher, or failed (kept for the user to decide).
+fn stale_reason(record: &Record, facts: &Facts, now: SystemTime) -> Option<&'static str> {
+    match classify(record, facts, now) {
+        Status::Running | Status::Unsupervised | Status::Unhealthy | Status::Restarting | Status::Failed => None,
+        Status::Starting => Some("abandoned start"),
+        Status::Stopping => Some("abandoned stop"),
+        Status::WatcherWithoutServer => Some("watcher without server"),
+        Status::Dead => Some("process gone"),
+    }
 }
 
 /// Record an abandoned start as running, if it still is an abandoned start. False if another
 /// ocx got to it first.
 fn promote_to_running(home: &Home, id: &str) -> Result<bool> {
-    let Some(_lock) = home.try_lock_instance(id)? else { return Ok(false) };
-    let Some(mut record) = record::load(home, id)? else { return Ok(false) };
-    if record.state != State::Starting {
-        return Ok(false);
-    }
-    record.state = State::Running;
-    record::save(home, &record)?;
-    Ok(true)
+    let Some(lock) = home.try_lock_instance(id)? else { return Ok(false) };
+    let Some(mut held) = Held::with(home, lock, id)? else { return Ok(false) };
+    held.healthy(None)
 }
 
 /// Under the store lock again: delete the logs of instances that have no file in `instances/`
@@ -384,7 +399,7 @@ fn print_summary(report: &Report) -> Result<()> {
         lines.push(format!("kept {id}: its watcher gave up restarting it; `ocx restart {id}` or `ocx stop {id}`"));
     }
     for id in &report.busy {
-        lines.push(format!("skipped {id}: another ocx is starting or stopping it"));
+        lines.push(format!("skipped {id}: another ocx (or its watcher) is starting, restarting or stopping it"));
     }
     if lines.is_empty() {
         lines.push("nothing to clean up".to_string());

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::cli::LsArgs;
 use crate::error::{Failure, code};
 use crate::home::Home;
+use crate::instance::state::Status;
 use crate::process::Processes;
 use crate::record::{self, Entry, InvalidKind, Record};
 use crate::remote::{Host, Hosts};
@@ -86,14 +87,14 @@ fn several_hosts(home: &Home, args: &LsArgs) -> Result<()> {
 fn local(home: &Home, args: &LsArgs) -> Result<Vec<Value>> {
     let entries = record::list(home)?;
     let records = record::valid(&entries);
-    let observed = instance::observe(&records)?;
+    let observed = instance::observe::observe(home, &records)?;
     let unmanaged = if args.all { unmanaged(home)? } else { Vec::new() };
     let mut docs: Vec<Value> = records
         .iter()
         .zip(&observed)
         .map(|(r, o)| {
             let mut doc = r.public_json(args.show_secrets);
-            doc["status"] = o.status.into();
+            doc["status"] = o.status.as_str().into();
             doc["healthy"] = o.healthy.into();
             doc["version"] = o.version.clone().or_else(|| r.opencode.version.clone()).into();
             doc["uptime_s"] = o.uptime_s.into();
@@ -129,7 +130,7 @@ fn local(home: &Home, args: &LsArgs) -> Result<Vec<Value>> {
         }
     }
     let cleanable = invalid.iter().filter(|i| i.kind != InvalidKind::Newer).count();
-    let stale = observed.iter().filter(|o| o.status == "dead").count() + cleanable;
+    let stale = observed.iter().filter(|o| o.status == Status::Dead).count() + cleanable;
     if stale > 0 && !args.json {
         output::note(format_args!("hint: {stale} record(s) are dead, corrupt or refused; `ocx gc` cleans them up"));
     }

@@ -6,7 +6,8 @@ use anyhow::{Result, anyhow};
 use crate::cli::RestartArgs;
 use crate::error::{self, Failure};
 use crate::home::Home;
-use crate::instance::launch::{self, RestartOptions, Started};
+use crate::instance::launch::Started;
+use crate::instance::restart::{self, RestartOptions};
 use crate::record::{self, Record};
 use crate::{output, parallel, process};
 
@@ -31,7 +32,7 @@ pub fn run(home: &Home, args: RestartArgs) -> Result<()> {
         1 => format!("restarting {}", targets[0].label()),
         n => format!("restarting {n} instances"),
     });
-    let results = parallel::map(&targets, targets.len().max(1), |r| launch::restart(home, &r.id, &options));
+    let results = parallel::map(&targets, targets.len().max(1), |r| restart::restart(home, &r.id, &options));
     drop(spinner);
 
     let mut restarted: Vec<Started> = Vec::new();

@@ -49,6 +49,8 @@ pub fn run(home: &Home, args: RunArgs, host: Option<&Host>) -> Result<()> {
         None => None,
     };
     let permissions = super::permission_policy(args.permission)?;
+    // An instance its watcher is bringing back (2–5 s after a crash) is waited for, not failed.
+    let record = instance::wait_serving(home, &record, args.timeout.unwrap_or(instance::SERVE_WAIT))?;
     let client = Client::for_record(&record, REQUEST_TIMEOUT).in_directory(directory);
     ensure_running(&record, &client)?;
     let body = prompt_body(&prompt, &args)?;

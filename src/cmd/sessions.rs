@@ -15,11 +15,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn run(home: &Home, args: SessionsArgs) -> Result<()> {
     let records = record::valid(&record::list(home)?);
     let r = record::resolve_default(&records, args.instance.as_deref())?;
-    instance::require_server(r)?;
+    let r = &instance::wait_serving(home, r, instance::SERVE_WAIT)?;
     let client = Client::for_record(r, REQUEST_TIMEOUT);
     let mut sessions = client.sessions()?;
     sessions.sort_by_key(|s| std::cmp::Reverse(s["time"]["updated"].as_u64().unwrap_or(0)));
-    let activity = instance::activity(&client)?;
+    let activity = instance::observe::activity(&client)?;
     // The session list has no message count: one request each, a few at a time.
     let counts =
         parallel::map(&sessions, 8, |s| s["id"].as_str().and_then(|id| client.messages(id).ok()).map(|m| m.len()));

@@ -7,7 +7,9 @@ use anyhow::{Context, Result, anyhow};
 use crate::cli::{LogLevel, RestartPolicy, StartArgs};
 use crate::error::{self, Failure, code};
 use crate::home::Home;
-use crate::instance::launch::{self, PASSWORD_VAR, Plan, Started};
+use crate::instance::launch::{self, Started};
+use crate::instance::opencode;
+use crate::instance::spawn::{self, PASSWORD_VAR, Plan};
 use crate::record::{self, Supervision};
 use crate::{output, parallel, process};
 
@@ -55,7 +57,7 @@ pub fn run(home: &Home, args: StartArgs) -> Result<()> {
 
 /// What the arguments ask for, checked.
 fn plan(args: &StartArgs) -> Result<Plan> {
-    let binary = launch::find_opencode(args.opencode.as_deref())?;
+    let binary = opencode::find_opencode(args.opencode.as_deref())?;
     let dir = match &args.dir {
         Some(dir) => dir.clone(),
         None => std::env::current_dir().context("cannot read the current directory")?,
@@ -69,7 +71,7 @@ fn plan(args: &StartArgs) -> Result<Plan> {
     let dir = dunce::canonicalize(&dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
     let env: BTreeMap<String, String> = args.env.iter().cloned().collect();
     let auth = !args.no_auth;
-    if !auth && !launch::is_loopback(&args.hostname) {
+    if !auth && !spawn::is_loopback(&args.hostname) {
         return Err(anyhow!(
             Failure::new(
                 code::USAGE,
@@ -92,6 +94,8 @@ fn plan(args: &StartArgs) -> Result<Plan> {
         }
         _ => {}
     }
+    // A major version ocx does not speak is refused before anything starts.
+    opencode::check_version(&binary, &env)?;
     Ok(Plan {
         binary,
         dir,

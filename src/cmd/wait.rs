@@ -26,7 +26,7 @@ pub fn run(home: &Home, args: WaitArgs) -> Result<()> {
         Some(query) => record::resolve(&records, query)?.clone(),
         None => owner(&records, &args.session)?,
     };
-    instance::require_server(&record)?;
+    let record = instance::wait_serving(home, &record, args.timeout.unwrap_or(instance::SERVE_WAIT))?;
     let client = Client::for_record(&record, REQUEST_TIMEOUT);
     if client.session(&args.session)?.is_none() {
         return Err(anyhow!(Failure::new(

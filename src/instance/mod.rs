@@ -1,27 +1,39 @@
-//! The instance protocol, below the commands and shared by them: launching a server and
-//! waiting until it is healthy (`launch`), stopping it and all it left behind (`stop`), and here
-//! whether an instance's server is alive, provably ours, and healthy.
+//! The instance protocol, below the commands and shared by them. Start here:
+//! - `state`: an instance's state in one place — the classifier (record + process table →
+//!   status) that every command reads, and `Held`, the guard whose methods are its transitions;
+//! - `launch` (start and wait until healthy), `restart`, `stop`: what commands do to instances;
+//! - `watch`: the watcher process that supervises one server; `report`: what it tells `launch`;
+//! - `spawn` (the server's command line, port, record) and `opencode` (the binary, its version);
+//! - `observe`: what `ls` shows; `log`: the capped log; `resolve`: which instance a user means.
+//!
+//! Here: whether an instance's server is alive and provably ours, and waiting until it serves.
 
 pub mod launch;
 pub mod log;
+pub mod observe;
+pub mod opencode;
+pub mod report;
+pub mod restart;
+pub mod spawn;
+pub mod state;
 pub mod stop;
 pub mod watch;
 
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Result, anyhow};
 
-use crate::error::{Failure, code};
+use crate::error::{self, Failure, code};
 use crate::home::Home;
 use crate::output;
-use crate::process::{Proc, ProcId, Processes};
-use crate::record::{Record, RestartPolicy, State};
+use crate::process::{self, Proc, ProcId, Processes};
+use crate::record::{self, Record};
 use crate::server::Client;
+use state::{Facts, Status};
 
-/// A hung server must not make `ls` slow: each health check gets this long at most.
-const HEALTH_TIMEOUT: Duration = Duration::from_millis(800);
-/// At most this many health checks at once.
-const PARALLEL: usize = 32;
+/// How long a command that talks to a server waits for one its watcher is bringing back, when
+/// it has no `--timeout` of its own (a restarted server is `unresponsive` after as long).
+pub const SERVE_WAIT: Duration = Duration::from_secs(120);
 /// How long a process without a readable marker is looked at again before it counts as
 /// unproven (one that is exiting is gone well within it).
 const UNPROVEN_WAIT: Duration = Duration::from_secs(2);
@@ -41,18 +53,23 @@ pub enum Vouch {
 /// torn down, before it even turns zombie): without the marker it is looked at again for a
 /// short while, until it shows the marker or is gone.
 pub fn vouch(home: &Home, id: &str, target: &ProcId) -> Result<Vouch> {
-    let deadline = std::time::Instant::now() + UNPROVEN_WAIT;
+    let deadline = Instant::now() + UNPROVEN_WAIT;
     loop {
         let table = Processes::of_with_environ(&[target.pid])?;
         let Some(proc) = table.find(target) else { return Ok(Vouch::Gone) };
         if table.marked(home.root()).iter().any(|m| m.proc.pid == proc.pid && m.instance == id) {
             return Ok(Vouch::Ours(proc));
         }
-        if std::time::Instant::now() >= deadline {
+        if Instant::now() >= deadline {
             return Ok(Vouch::Unproven);
         }
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// An HTTP client for the instance's server, with its credentials.
+pub fn client(record: &Record, timeout: Duration) -> Client {
+    Client::new(&record.url, &record.username, record.password.as_deref(), timeout)
 }
 
 /// The instance's server if it is alive: the recorded PID, started when recorded.
@@ -71,120 +88,60 @@ pub fn require_server(record: &Record) -> Result<Proc> {
     })
 }
 
-/// What ocx observes about one record now.
-pub struct Observed {
-    /// `running`, `unhealthy`, `starting`, `restarting`, `unsupervised`, `stopping`, `failed`
-    /// or `dead`.
-    pub status: &'static str,
-    pub healthy: Option<bool>,
-    pub version: Option<String>,
-    pub uptime_s: Option<u64>,
-    pub rss_bytes: Option<u64>,
-    /// Its watcher is alive.
-    pub supervised: bool,
-    /// Seconds until the watcher starts the server again, while it waits to.
-    pub restart_in_s: Option<u64>,
-    /// What the server is doing: `idle`, `busy N`, `asking` (waiting for an answer).
-    pub activity: Option<String>,
-}
-
-/// What a server's sessions are doing.
-pub struct Activity {
-    /// Sessions that are not idle, with their status (`busy`, `retry`).
-    pub busy: serde_json::Map<String, serde_json::Value>,
-    /// Busy sessions waiting for a permission or a question to be answered.
-    pub asking: std::collections::HashSet<String>,
-}
-
-impl Activity {
-    /// `idle`, `busy 2`, or `asking` when any session waits for an answer.
-    pub fn summary(&self) -> String {
-        match (self.busy.len(), self.asking.is_empty()) {
-            (0, _) => "idle".to_string(),
-            (_, false) => "asking".to_string(),
-            (n, true) => format!("busy {n}"),
-        }
+/// The instance's record once its server serves: at once when it does; when its watcher is
+/// bringing it back (`starting`, `restarting`), after waiting for it (saying so on stderr) up to
+/// `timeout` (exit 4 after); a dead, failed or stopping instance fails at once with a hint. A
+/// host's instance (`remote`) is taken as its ocx listed it.
+pub fn wait_serving(home: &Home, record: &Record, timeout: Duration) -> Result<Record> {
+    if record.remote.is_some() {
+        return Ok(record.clone());
     }
-}
-
-/// What the server's sessions are doing: three quick requests. Requests left over from
-/// aborted prompts stay listed by the server; only those of busy sessions count.
-pub fn activity(client: &Client) -> Result<Activity> {
-    let busy = client.busy_sessions()?;
-    // Only a busy session can be waiting for an answer: an idle server costs one request.
-    if busy.is_empty() {
-        return Ok(Activity { busy, asking: Default::default() });
+    let deadline = Instant::now() + timeout;
+    let label = record.label().to_string();
+    let mut said = false;
+    loop {
+        let Some(now) = record::load(home, &record.id)? else {
+            return Err(anyhow!(Failure::new(code::NOT_FOUND, format!("instance {label} is gone (stopped)"))));
+        };
+        let seen = observe::observe_one(&now, Facts::of(home, &now)?, SystemTime::now());
+        match seen.status {
+            Status::Running | Status::Unsupervised => return Ok(now),
+            // Its watcher brings it back (a wedged server, too, once its checks keep failing).
+            status if status.coming() || (status == Status::Unhealthy && seen.supervised) => {
+                if !said {
+                    output::note(format_args!(
+                        "instance {label} is {}; waiting until it is healthy (up to {})",
+                        status.as_str(),
+                        output::duration(timeout)
+                    ));
+                    said = true;
+                }
+            }
+            Status::Unhealthy => {
+                return Err(anyhow!(
+                    Failure::new(code::FAILED, format!("instance {label} is not healthy"))
+                        .hint(format!("see its log: ocx logs {label}; `ocx restart {label}` starts it afresh"))
+                ));
+            }
+            status => {
+                return Err(anyhow!(
+                    Failure::new(
+                        code::FAILED,
+                        format!("instance {label} is {}: its server is not running", status.as_str())
+                    )
+                    .hint(format!("`ocx restart {label}` starts it again (same port and password)"))
+                ));
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(anyhow!(
+                Failure::new(code::TIMED_OUT, format!("instance {label} did not become healthy in time"))
+                    .hint(format!("see its log: ocx logs {label}"))
+            ));
+        }
+        if process::interrupted() {
+            return Err(error::interrupted("interrupted while waiting for the instance"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
-    let asking = client
-        .permissions()?
-        .into_iter()
-        .chain(client.questions()?)
-        .filter_map(|r| r["sessionID"].as_str().map(str::to_string))
-        .filter(|s| busy.contains_key(s))
-        .collect();
-    Ok(Activity { busy, asking })
-}
-
-/// Observe every record: one targeted process-table refresh (servers and watchers), then
-/// health checks in parallel for the live servers, each bounded by a short timeout.
-pub fn observe(records: &[Record]) -> Result<Vec<Observed>> {
-    let pids: Vec<u32> = records.iter().flat_map(|r| [Some(r.pid), r.watcher.map(|w| w.pid)]).flatten().collect();
-    let table = Processes::of(&pids)?;
-    let now = output::now_secs();
-    Ok(crate::parallel::map(records, PARALLEL, |r| {
-        let supervised = r.watcher.is_some_and(|w| table.find(&w).is_some());
-        let restart_in_s = r
-            .next_restart_at
-            .as_deref()
-            .and_then(|at| humantime::parse_rfc3339(at).ok())
-            .and_then(|at| at.duration_since(std::time::SystemTime::now()).ok())
-            .map(|left| left.as_secs() + 1);
-        let mut observed = Observed {
-            status: "dead",
-            healthy: None,
-            version: None,
-            uptime_s: None,
-            rss_bytes: None,
-            supervised,
-            restart_in_s: None,
-            activity: None,
-        };
-        let Some(proc) = table.find(&r.server()) else {
-            observed.status = match (r.state, supervised) {
-                (State::Stopping, true) => "stopping",
-                _ if r.failed.is_some() => "failed",
-                (State::Starting, true) => "starting",
-                // Its watcher is only recording the exit (and keeps the log) before it ends too.
-                (_, true) if r.restart_policy == RestartPolicy::No => "dead",
-                (_, true) => "restarting",
-                (_, false) => "dead",
-            };
-            observed.restart_in_s = restart_in_s.filter(|_| supervised);
-            return observed;
-        };
-        observed.uptime_s = Some(now.saturating_sub(proc.start_time));
-        observed.rss_bytes = Some(proc.rss);
-        if r.state == State::Stopping {
-            observed.status = "stopping";
-            return observed;
-        }
-        let client = Client::for_record(r, HEALTH_TIMEOUT);
-        let health = client.health();
-        let healthy = health.as_ref().is_ok_and(|h| h.healthy);
-        if healthy {
-            observed.activity = activity(&client).ok().map(|a| a.summary());
-        }
-        // Observed health wins over the recorded intent: a start whose ocx died may be healthy.
-        observed.status = match (healthy, r.state, supervised) {
-            (true, _, true) => "running",
-            (true, _, false) => "unsupervised",
-            // Its watcher restarted it; it is not healthy yet.
-            (false, State::Starting, true) if r.restarts > 0 => "restarting",
-            (false, State::Starting, _) => "starting",
-            (false, _, _) => "unhealthy",
-        };
-        observed.healthy = Some(healthy);
-        observed.version = health.ok().and_then(|h| h.version);
-        observed
-    }))
 }

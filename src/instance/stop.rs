@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow};
 use serde::Serialize;
 
+use super::state::{Facts, Held};
+use super::{Vouch, vouch};
 use crate::home::Home;
 use crate::hooks;
-use crate::instance::{self, Vouch};
 use crate::process::{self, PortOwner, Proc, Processes, Signal};
-use crate::record::{self, Record, State};
+use crate::record::Record;
 
 /// How long the processes left behind by a server get between TERM and KILL.
 const ORPHAN_GRACE: Duration = Duration::from_secs(2);
@@ -25,7 +26,8 @@ const PORT_WAIT: Duration = Duration::from_secs(2);
 pub struct Outcome {
     pub id: String,
     pub name: Option<String>,
-    /// `stopped`, `already gone` (dead, or stopped by another ocx meanwhile) or `failed`.
+    /// `stopped`, `already gone` (dead, or stopped by another ocx meanwhile), `failed`, or
+    /// `skipped` (what the caller stops it for no longer held once its lock was taken).
     pub result: &'static str,
     /// What ended the server: `TERM`, `KILL`, `watcher` (its watcher did, where ocx could not
     /// deliver the polite signal itself: Windows), or none when it was already gone.
@@ -45,6 +47,13 @@ pub struct Outcome {
 
 /// Stop one instance; never fails outright, the outcome says what went wrong.
 pub fn stop(home: &Home, record: &Record, grace: Duration) -> Outcome {
+    stop_if(home, record, grace, |_, _| true)
+}
+
+/// Stop one instance if `still` holds for it once its lock is taken (its record and process
+/// facts as they are then): a decision taken earlier (gc's) is checked again right before
+/// acting, so a start, restart or watcher that changed it meanwhile is left alone.
+pub fn stop_if(home: &Home, record: &Record, grace: Duration, still: impl Fn(&Record, &Facts) -> bool) -> Outcome {
     let began = Instant::now();
     let mut outcome = Outcome {
         id: record.id.clone(),
@@ -59,7 +68,7 @@ pub fn stop(home: &Home, record: &Record, grace: Duration) -> Outcome {
         note: None,
         error: None,
     };
-    if let Err(err) = stop_locked(home, record, grace, &mut outcome) {
+    if let Err(err) = stop_locked(home, record, grace, &still, &mut outcome) {
         outcome.result = "failed";
         outcome.error = Some(format!("{err:#}"));
     }
@@ -67,16 +76,28 @@ pub fn stop(home: &Home, record: &Record, grace: Duration) -> Outcome {
     outcome
 }
 
-fn stop_locked(home: &Home, record: &Record, grace: Duration, outcome: &mut Outcome) -> Result<()> {
+fn stop_locked(
+    home: &Home,
+    record: &Record,
+    grace: Duration,
+    still: &dyn Fn(&Record, &Facts) -> bool,
+    outcome: &mut Outcome,
+) -> Result<()> {
     // Another ocx stopping (or starting) this instance holds the lock for at most about this long.
-    let _lock = home.lock_instance(&record.id, grace + ORPHAN_GRACE + KILL_WAIT * 2 + Duration::from_secs(60))?;
-    let Some(mut record) = record::load(home, &record.id)? else {
+    let timeout = grace + ORPHAN_GRACE + KILL_WAIT * 2 + Duration::from_secs(60);
+    let Some(mut held) = Held::lock(home, &record.id, timeout)? else {
         outcome.result = "already gone";
         outcome.port_free = true;
         return Ok(());
     };
+    if !still(held.record(), &held.facts()?) {
+        outcome.result = "skipped";
+        outcome.port_free = true;
+        return Ok(());
+    }
+    let record = held.record().clone();
     // Vouch before writing anything: an unproven PID must leave the record as it was.
-    let vouch = instance::vouch(home, &record.id, &record.server())?;
+    let vouch = vouch(home, &record.id, &record.server())?;
     if let Vouch::Unproven = vouch {
         return Err(anyhow!(
             "PID {} is alive with the recorded start time but does not carry this instance's marker; not signalling it",
@@ -84,21 +105,19 @@ fn stop_locked(home: &Home, record: &Record, grace: Duration, outcome: &mut Outc
         ));
     }
     // The intent first: from here on the watcher exits instead of restarting, whatever comes.
-    record.state = State::Stopping;
-    record::save(home, &record)?;
+    held.begin_stop()?;
     hooks::pause("stop:stopping");
     let ended = end_instance(home, &record, vouch, grace)?;
     outcome.result = if ended.signal.is_some() { "stopped" } else { "already gone" };
     (outcome.signal, outcome.note, outcome.orphans_ended) = (ended.signal, ended.note, ended.orphans_ended);
     (outcome.port_free, outcome.port_owner) = (ended.port_free, ended.port_owner);
-    record::delete(home, &record.id)?;
-    home.remove_instance_lock(&record.id);
-    Ok(())
+    held.delete()
 }
 
 /// How an instance's processes ended.
 pub struct Ended {
-    /// The signal that ended the server: `TERM`, `KILL`, or none when it was already gone.
+    /// The signal that ended the server: `TERM`, `KILL`, `watcher`, or none when it was
+    /// already gone (nothing was sent).
     pub signal: Option<&'static str>,
     pub note: Option<String>,
     pub orphans_ended: usize,
@@ -112,10 +131,7 @@ pub struct Ended {
 pub fn end_instance(home: &Home, record: &Record, server: Vouch, grace: Duration) -> Result<Ended> {
     let told = tell_watcher(home, record);
     let (signal, note) = match server {
-        Vouch::Ours(server) => {
-            let (signal, note) = end_process(&server, grace, told)?;
-            (Some(signal), note)
-        }
+        Vouch::Ours(server) => end_process(&server, grace, told)?,
         Vouch::Gone | Vouch::Unproven => (None, None),
     };
     let orphans_ended = end_marked(home, &record.id);
@@ -127,34 +143,39 @@ pub fn end_instance(home: &Home, record: &Record, server: Vouch, grace: Duration
 /// and exit without restarting it. Whether it was told.
 fn tell_watcher(home: &Home, record: &Record) -> bool {
     let Some(watcher) = record.watcher else { return false };
-    match instance::vouch(home, &record.id, &watcher) {
+    match vouch(home, &record.id, &watcher) {
         Ok(Vouch::Ours(proc)) => process::request_stop(home.root(), &record.id, &proc).unwrap_or(false),
         _ => false,
     }
 }
 
 /// TERM (unless `grace` is zero), wait up to `grace`, then KILL. Returns the signal that ended
-/// it, and a note when the polite signal could not be delivered: then KILL comes at once,
-/// unless the watcher was told (`told`) and delivers it itself (on Windows only a process
-/// sharing the server's console can).
-fn end_process(proc: &Proc, grace: Duration, told: bool) -> Result<(&'static str, Option<String>)> {
+/// it (None: it was gone before anything was sent), and a note when the polite signal could
+/// not be delivered: then KILL comes at once, unless the watcher was told (`told`) and
+/// delivers it itself (on Windows only a process sharing the server's console can).
+fn end_process(proc: &Proc, grace: Duration, told: bool) -> Result<(Option<&'static str>, Option<String>)> {
     let mut note = None;
     if !grace.is_zero() {
         match process::signal(proc, Signal::Term) {
-            Ok(_) if process::wait_gone(proc, grace) => return Ok(("TERM", None)),
-            Ok(_) => {}
+            // Gone already: nothing was sent.
+            Ok(false) => return Ok((None, None)),
+            Ok(true) if process::wait_gone(proc, grace) => return Ok((Some("TERM"), None)),
+            Ok(true) => {}
             // What the watcher sent, ocx cannot tell: it ended its server.
-            Err(_) if told && process::wait_gone(proc, grace) => return Ok(("watcher", None)),
+            Err(_) if told && process::wait_gone(proc, grace) => return Ok((Some("watcher"), None)),
             Err(_) if told => {}
             // A detached server without a watcher: waiting out the grace would change nothing.
             Err(err) => note = Some(format!("the polite signal could not be delivered ({err:#}); ended it at once")),
         }
     }
-    process::signal(proc, Signal::Kill)?;
+    if !process::signal(proc, Signal::Kill)? {
+        // Gone meanwhile (after the polite signal, or on its own).
+        return Ok((if grace.is_zero() { None } else { Some("TERM") }, note));
+    }
     if !process::wait_gone(proc, KILL_WAIT) {
         return Err(anyhow!("PID {} is still alive after KILL", proc.pid));
     }
-    Ok(("KILL", note))
+    Ok((Some("KILL"), note))
 }
 
 /// End every process carrying this instance's marker (TERM, a short grace, KILL), such as the

@@ -20,9 +20,9 @@ mod imp;
 pub use imp::make_executable;
 pub use imp::{
     Reaper, Tree, become_watcher, contain, create_private_dir_all, create_private_file, detach, ephemeral_ports,
-    exit_signal, install_interrupt_handler, interrupt_self, interrupted, is_trusted, new_session, open_lock_file,
-    open_private_log, own_process_group, port_owner, request_stop, shed_code_pages, ssh_shares_connections,
-    stop_requests, sync_dir,
+    exit_signal, install_interrupt_handler, interrupt_code, interrupt_self, interrupted, is_trusted, new_session,
+    open_lock_file, open_private_log, own_process_group, port_owner, request_stop, shed_code_pages,
+    ssh_shares_connections, stop_requests, sync_dir,
 };
 
 /// The environment variables every process of an instance inherits. Both must match for a
@@ -114,6 +114,13 @@ impl Processes {
     /// Just these PIDs with their environment: enough to check their markers.
     pub fn of_with_environ(pids: &[u32]) -> Result<Self> {
         Self::refresh(Some(pids), ProcessRefreshKind::nothing().without_tasks().with_environ(UpdateKind::Always))
+    }
+
+    /// Just these PIDs with their memory and environment: for the classifier (servers' memory,
+    /// watchers' markers).
+    pub fn of_with_memory_and_environ(pids: &[u32]) -> Result<Self> {
+        let kind = ProcessRefreshKind::nothing().without_tasks().with_memory().with_environ(UpdateKind::Always);
+        Self::refresh(Some(pids), kind)
     }
 
     /// Every process with its environment only: for marker scans (`marked`).

@@ -8,7 +8,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc;
 
 use super::{PortOwner, Proc};
@@ -81,27 +81,24 @@ pub fn pin(pid: u32) -> Option<Pinned> {
 }
 
 impl Pinned {
-    /// Ask the process (and the group it leads, if any) to exit: SIGTERM, then SIGCONT so that
-    /// a stopped process (SIGSTOP, a debugger) gets to handle it.
+    /// Ask the process to exit: SIGTERM, then SIGCONT so that a stopped process (SIGSTOP, a
+    /// debugger) gets to handle it.
     pub fn terminate(&self) -> io::Result<()> {
         self.send(libc::SIGTERM)?;
         self.send(libc::SIGCONT)
     }
 
-    /// End the process (and the group it leads, if any): SIGKILL.
+    /// End the process: SIGKILL.
     pub fn kill(&self) -> io::Result<()> {
         self.send(libc::SIGKILL)
     }
 
     fn send(&self, sig: libc::c_int) -> io::Result<()> {
+        // Only the pinned process: the members of its process group are not signalled as a
+        // group (one without the marker would be hit too); what the server leaves behind is
+        // ended one vouched-for process at a time (`stop::end_marked`).
         // SAFETY: plain syscalls on a PID the caller has pinned and vouched for.
         let rc = unsafe {
-            // A group is led only by a process that created it, so its members are that
-            // process's own children (the server's, which did not start sessions of their own);
-            // while the leader is pinned its group id cannot be reused.
-            if libc::getpgid(self.pid) == self.pid {
-                libc::killpg(self.pid, sig);
-            }
             match &self.fd {
                 #[cfg(target_os = "linux")]
                 Some(fd) => libc::syscall(
@@ -125,24 +122,37 @@ impl Pinned {
     }
 }
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// The signal that asked this ocx to stop (SIGINT, SIGTERM or SIGHUP), 0 for none yet.
+static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn on_sigint(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
+extern "C" fn on_interrupt(sig: libc::c_int) {
+    INTERRUPTED.store(sig, Ordering::SeqCst);
 }
 
-/// From now on Ctrl-C sets a flag (see `interrupted`) instead of ending ocx, so a command
-/// can clean up before it exits with 130.
+/// From now on Ctrl-C, SIGTERM (`timeout 60 ocx …`, a service manager) and SIGHUP (the
+/// terminal went away) set a flag (see `interrupted`) instead of ending ocx, so a command can
+/// clean up (abort its prompt, stop what it was starting) before it exits.
 pub fn install_interrupt_handler() {
     // SAFETY: the handler only stores to an atomic.
     unsafe {
-        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::signal(sig, on_interrupt as *const () as libc::sighandler_t);
+        }
     }
 }
 
-/// Whether Ctrl-C was pressed since `install_interrupt_handler`.
+/// Whether Ctrl-C (or SIGTERM, SIGHUP) came since `install_interrupt_handler`.
 pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
+    INTERRUPTED.load(Ordering::SeqCst) != 0
+}
+
+/// The exit code for the interruption: 128 + the signal, as a shell shows a command killed by
+/// it (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP); 130 when none came.
+pub fn interrupt_code() -> u8 {
+    match INTERRUPTED.load(Ordering::SeqCst) {
+        0 => 130,
+        sig => u8::try_from(128 + sig).unwrap_or(130),
+    }
 }
 
 /// Act as if Ctrl-C was pressed: a command that installed the handler cleans up and exits 130;

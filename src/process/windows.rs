@@ -100,6 +100,12 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
+/// The exit code for an interruption: 130, as for Ctrl-C (Windows has no SIGTERM; a console
+/// close or logoff event also comes through the same handler).
+pub fn interrupt_code() -> u8 {
+    130
+}
+
 /// Act as if Ctrl-C was pressed: commands that watch for it clean up and exit 130. (ocx on
 /// Windows is not a remote host: `ocx __remote` runs under a POSIX shell.)
 pub fn interrupt_self() {

@@ -155,7 +155,7 @@ fn an_instance_that_is_not_running_is_refused_with_a_hint() {
     env.run(&["run", started["id"].as_str().unwrap(), "anyone there?"])
         .code(1)
         .stderr_has("is not running")
-        .stderr_has("ocx start");
+        .stderr_has("ocx restart");
     env.run(&["run", "nobody", "x"]).code(3);
 }
 

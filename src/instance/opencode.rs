@@ -1,0 +1,170 @@
+//! The opencode binary: where it is found, and whether its version is one ocx speaks (1.x:
+//! opencode 2 has a background service, `/api/*` routes and auth always on, and cannot be
+//! tested here yet).
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+
+use crate::error::{Failure, code};
+
+/// The major versions of opencode ocx speaks.
+pub const SUPPORTED_MAJOR: u64 = 1;
+/// The version the tests run against.
+pub const TESTED: &str = "1.18.33";
+/// How long `opencode --version` may take.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// `--opencode`, else `$OCX_OPENCODE`, else `opencode` on PATH (with PATHEXT on Windows, where
+/// npm installs `opencode.cmd`), else `~/.opencode/bin/opencode`.
+pub fn find_opencode(explicit: Option<&Path>) -> Result<PathBuf> {
+    let hint = "install it with `npm i -g opencode-ai@1`, or name it with --opencode PATH or OCX_OPENCODE";
+    let named = explicit
+        .map(|p| (p.to_path_buf(), "--opencode"))
+        .or_else(|| std::env::var_os("OCX_OPENCODE").filter(|v| !v.is_empty()).map(|p| (p.into(), "OCX_OPENCODE")));
+    if let Some((path, from)) = named {
+        return match path.is_file() {
+            true => std::path::absolute(&path).with_context(|| format!("cannot resolve {}", path.display())),
+            false => Err(anyhow!(
+                Failure::new(
+                    code::FAILED,
+                    format!("the opencode binary {} (from {from}) does not exist", path.display())
+                )
+                .hint(hint)
+            )),
+        };
+    }
+    let fallback = dirs::home_dir().map(|home| home.join(".opencode").join("bin"));
+    find_in(std::env::var_os("PATH"), fallback).ok_or_else(|| {
+        anyhow!(
+            Failure::new(
+                code::FAILED,
+                "cannot find opencode: OCX_OPENCODE is unset, it is not on PATH, and not in ~/.opencode/bin"
+            )
+            .hint(hint)
+        )
+    })
+}
+
+/// `opencode` in the directories of `path_var`, else in `fallback`, as the platform finds
+/// programs (executable bit on Unix; PATHEXT on Windows).
+fn find_in(path_var: Option<std::ffi::OsString>, fallback: Option<PathBuf>) -> Option<PathBuf> {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let search = |paths: std::ffi::OsString| which::which_in("opencode", Some(paths), &cwd).ok();
+    let found = path_var.and_then(search).or_else(|| fallback.and_then(|dir| search(dir.into_os_string())))?;
+    Some(std::path::absolute(&found).unwrap_or(found))
+}
+
+/// What `binary --version` says (with `env` set, as the server will have it), if it says a
+/// version at all; an error if it is of a major version ocx does not speak.
+pub fn check_version(binary: &Path, env: &BTreeMap<String, String>) -> Result<Option<String>> {
+    let version = version_of(binary, env);
+    if let Some(version) = &version {
+        check_supported(version, &binary.display().to_string())?;
+    }
+    Ok(version)
+}
+
+/// Refuse a version whose major number is not one ocx speaks (one without numbers passes:
+/// a wrapper or a development build; the server's health check says it again).
+pub fn check_supported(version: &str, what: &str) -> Result<()> {
+    match major(version) {
+        Some(major) if major != SUPPORTED_MAJOR => Err(anyhow!(
+            Failure::new(
+                code::FAILED,
+                format!(
+                    "opencode {version} ({what}) is not supported: ocx speaks opencode {SUPPORTED_MAJOR}.x \
+                     (tested with {TESTED})"
+                )
+            )
+            .hint(format!("install opencode-ai@{TESTED} with npm, and name it with --opencode PATH or OCX_OPENCODE"))
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The major number of `1.18.33`, `v2.0.0`, `opencode 2.1.0-beta`.
+fn major(version: &str) -> Option<u64> {
+    let word = version.split_whitespace().find(|w| w.trim_start_matches('v').contains('.'))?;
+    let word = word.trim_start_matches('v');
+    let mut parts = word.split('.');
+    let major = parts.next()?.parse().ok()?;
+    parts.next()?.chars().next()?.is_ascii_digit().then_some(major)
+}
+
+/// The version `binary --version` prints within a bounded time, if it prints one.
+fn version_of(binary: &Path, env: &BTreeMap<String, String>) -> Option<String> {
+    let mut child = Command::new(binary)
+        .arg("--version")
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut out = child.stdout.take()?;
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = (&mut out).take(4096).read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + VERSION_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => break,
+            Ok(Some(_)) | Err(_) => return None,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    let text = reader.join().ok()?;
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty())?;
+    major(line).is_some().then(|| line.trim_start_matches("opencode ").trim_start_matches('v').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn majors_are_read_and_only_1_is_spoken() {
+        assert_eq!(major("1.18.33"), Some(1));
+        assert_eq!(major("v2.0.0"), Some(2));
+        assert_eq!(major("opencode 2.1.0-beta"), Some(2));
+        assert_eq!(major("stand-in"), None);
+        assert_eq!(major("local"), None);
+        assert!(check_supported("1.18.33", "x").is_ok());
+        assert!(check_supported("stand-in", "x").is_ok());
+        let err = check_supported("2.0.0", "/bin/opencode").unwrap_err();
+        let message = format!("{err:#}");
+        assert!(message.contains("opencode 2.0.0") && message.contains("1.x"), "{message}");
+        assert_eq!(crate::error::code_of(&err), code::FAILED);
+    }
+
+    /// `opencode` is found on PATH as the platform finds programs, and in the fallback directory.
+    #[test]
+    fn opencode_is_found_on_path_and_in_the_fallback() {
+        let dir = tempfile::tempdir().unwrap();
+        let (on_path, fallback, empty) = (dir.path().join("bin"), dir.path().join("fallback"), dir.path().join("e"));
+        for d in [&on_path, &fallback, &empty] {
+            std::fs::create_dir(d).unwrap();
+        }
+        let name = format!("opencode{}", std::env::consts::EXE_SUFFIX);
+        for d in [&on_path, &fallback] {
+            std::fs::write(d.join(&name), "#!/bin/sh\n").unwrap();
+            crate::process::make_executable(&d.join(&name)).unwrap();
+        }
+        let path_var = std::env::join_paths([&empty, &on_path]).unwrap();
+        assert_eq!(find_in(Some(path_var), Some(fallback.clone())), Some(on_path.join(&name)));
+        assert_eq!(find_in(Some(empty.clone().into_os_string()), Some(fallback.clone())), Some(fallback.join(&name)));
+        assert_eq!(find_in(None, Some(empty)), None);
+    }
+}
