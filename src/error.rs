@@ -13,6 +13,7 @@ pub mod code {
     pub const USAGE: u8 = 2;
     pub const NOT_FOUND: u8 = 3;
     pub const TIMED_OUT: u8 = 4;
+    /// Ctrl-C; reported as 143 after SIGTERM and 129 after SIGHUP (`code_of`).
     pub const INTERRUPTED: u8 = 130;
 }
 
@@ -52,14 +53,18 @@ impl fmt::Display for Failure {
 impl std::error::Error for Failure {}
 
 /// The error of a command ended by Ctrl-C, SIGTERM or SIGHUP (after it cleaned up): exit
-/// 130, 143 or 129, as a shell reports a command killed by that signal.
+/// 130, 143 or 129, as a shell reports a command killed by that signal (see `code_of`).
 pub fn interrupted(message: impl Into<String>) -> anyhow::Error {
-    anyhow::anyhow!(Failure::new(process::interrupt_code(), message))
+    anyhow::anyhow!(Failure::new(code::INTERRUPTED, message))
 }
 
 /// The exit code an error stands for.
 pub fn code_of(err: &anyhow::Error) -> u8 {
-    err.chain().find_map(|e| e.downcast_ref::<Failure>()).map_or(code::FAILED, |f| f.code)
+    match err.chain().find_map(|e| e.downcast_ref::<Failure>()).map_or(code::FAILED, |f| f.code) {
+        // Ended by a signal: Ctrl-C's 130, or SIGTERM's 143, SIGHUP's 129.
+        code::INTERRUPTED => process::interrupt_code(),
+        code => code,
+    }
 }
 
 /// Print `error: …` (with the cause chain) and `hint: …` on stderr, and pick the exit code.

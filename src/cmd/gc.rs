@@ -87,6 +87,7 @@ struct MovedAside {
 pub fn run(home: &Home, args: GcArgs) -> Result<()> {
     let mut report = Report { dry_run: args.dry_run, ..Report::default() };
     let survey = survey(home, args.dry_run, &mut report)?;
+    crate::hooks::pause("gc:decided");
 
     // An abandoned start whose server is healthy did everything but say so: keep it.
     let (promote, stale): (Vec<_>, Vec<_>) = survey.stale.into_iter().partition(|(record, reason)| {

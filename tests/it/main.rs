@@ -5,6 +5,7 @@ mod support;
 
 mod basics;
 mod completions;
+mod edges;
 mod gc;
 mod headless;
 mod lifecycle;

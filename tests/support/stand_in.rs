@@ -8,8 +8,17 @@
 //! with HTTP basic auth when `OPENCODE_SERVER_PASSWORD` is set. What else it does is read
 //! from files in the directory `$STAND_IN_DIR`, each time it looks:
 //! - `crash`: exists at start → exit 1 at once (a crash loop);
-//! - `silent`: exists at start → listen, but never print the ready line (a start that never
-//!   gets healthy, where no shell script can stand in: Windows);
+//! - `silent`: exists at start → listen, but never print the ready line and answer health with
+//!   503 (a start that never gets healthy, where no shell script can stand in: Windows);
+//! - `noready`: exists at start → never print the ready line, but answer health (a future
+//!   opencode that words its ready line differently);
+//! - `v2`: exists → `/global/health` is 404 and only `/api/health` answers (newer builds);
+//! - `version`: holds V → `--version` prints V (else `stand-in`); `health-version`: holds V →
+//!   the health answer's version (else `stand-in`);
+//! - `child`: exists at start → start a `sleep 300` that inherits the server's output (a
+//!   marked child holding the log pipe, as an agent's command does);
+//! - `stranger`: exists at start → start a `sleep 300` in the server's process group without
+//!   the instance's marker (printed as `stand-in: stranger PID N`);
 //! - `exit`: holds a code → exit with it (looked at every 20 ms);
 //! - `busy`: exists → `/session/status` reports one busy session;
 //! - `grow`: holds N → add N MiB of touched memory every 100 ms;
@@ -37,6 +46,10 @@ fn main() {
     let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     let dir = std::env::var_os("STAND_IN_DIR").map(PathBuf::from);
     let control = |name: &str| dir.as_ref().and_then(|d| std::fs::read_to_string(d.join(name)).ok());
+    if args.get(1).map(String::as_str) == Some("--version") {
+        println!("{}", control("version").map_or("stand-in".to_string(), |v| v.trim().to_string()));
+        return;
+    }
     if control("crash").is_some() {
         eprintln!("stand-in: crashing at start, as asked");
         std::process::exit(1);
@@ -55,7 +68,26 @@ fn main() {
     }
     console_events();
     let port = listener.local_addr().unwrap().port();
-    if control("silent").is_some() {
+    if control("child").is_some() {
+        // Inherits stdout and stderr (the watcher's log pipe) and the marker.
+        #[allow(clippy::zombie_processes)]
+        let child = std::process::Command::new("sleep").arg("300").spawn().expect("spawn a child");
+        println!("stand-in: child {} holds the log pipe", child.id());
+    }
+    if control("stranger").is_some() {
+        #[allow(clippy::zombie_processes)]
+        let child = std::process::Command::new("sleep")
+            .arg("300")
+            .env_remove("OCX_INSTANCE_ID")
+            .env_remove("OCX_HOME")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn a stranger");
+        println!("stand-in: stranger PID {}", child.id());
+    }
+    let silent = control("silent").is_some();
+    if silent || control("noready").is_some() {
         println!("stand-in: listening on port {port} without saying so, as asked");
     } else {
         println!("opencode server listening on http://{host}:{port}");
@@ -66,11 +98,11 @@ fn main() {
         let user = std::env::var("OPENCODE_SERVER_USERNAME").unwrap_or_else(|_| "opencode".into());
         format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
     });
-    let busy_file = dir.as_ref().map(|d| d.join("busy"));
+    let control_dir = dir.clone();
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
-            let (auth, busy_file) = (auth.clone(), busy_file.clone());
-            std::thread::spawn(move || answer(conn, auth.as_deref(), busy_file));
+            let (auth, dir) = (auth.clone(), control_dir.clone());
+            std::thread::spawn(move || answer(conn, auth.as_deref(), dir, silent));
         }
     });
 
@@ -118,7 +150,8 @@ fn main() {
     }
 }
 
-fn answer(conn: TcpStream, auth: Option<&str>, busy_file: Option<PathBuf>) {
+fn answer(conn: TcpStream, auth: Option<&str>, dir: Option<PathBuf>, silent: bool) {
+    let control = |name: &str| dir.as_ref().and_then(|d| std::fs::read_to_string(d.join(name)).ok());
     let mut reader = BufReader::new(match conn.try_clone() {
         Ok(c) => c,
         Err(_) => return,
@@ -143,10 +176,15 @@ fn answer(conn: TcpStream, auth: Option<&str>, busy_file: Option<PathBuf>) {
     let path = request.split_whitespace().nth(1).unwrap_or("");
     let (status, body) = if !authorized {
         ("401 Unauthorized", "{}".to_string())
+    } else if silent && path.contains("health") {
+        ("503 Service Unavailable", "{}".to_string())
+    } else if path.starts_with("/global/health") && control("v2").is_some() {
+        ("404 Not Found", "{}".to_string())
     } else if path.starts_with("/global/health") || path.starts_with("/api/health") {
-        ("200 OK", r#"{"healthy":true,"version":"stand-in"}"#.to_string())
+        let version = control("health-version").map_or("stand-in".to_string(), |v| v.trim().to_string());
+        ("200 OK", format!(r#"{{"healthy":true,"version":"{version}"}}"#))
     } else if path.starts_with("/session/status") {
-        let busy = busy_file.is_some_and(|f| f.exists());
+        let busy = control("busy").is_some();
         ("200 OK", if busy { r#"{"ses_standin":{"type":"busy"}}"#.into() } else { "{}".into() })
     } else {
         ("404 Not Found", "{}".to_string())

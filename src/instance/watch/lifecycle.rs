@@ -38,7 +38,7 @@ impl Watcher<'_> {
         let pid = child.id();
         let spawn = self.spawns + 1;
         let ready = (|| -> Result<ProcId> {
-            hooks::fail("watch:spawned")?;
+            hooks::fail(if spawn == 1 { "watch:spawned" } else { "watch:respawned" })?;
             let id = Processes::of(&[pid])?.get(pid).map(|p| p.id()).unwrap_or(ProcId {
                 pid,
                 started_at: fmt::now_secs(),
@@ -186,6 +186,7 @@ impl Watcher<'_> {
     /// End what the dead server left behind, wait `delay`, and start it again. False when the
     /// watcher should exit instead (a stop, a failure).
     pub(super) fn restart_after(&mut self, mut delay: Duration) -> Result<bool> {
+        hooks::pause("watch:restart");
         // The agent's commands of the dead server must not run on next to the new one.
         stop::end_marked(self.home, &self.record.id);
         loop {

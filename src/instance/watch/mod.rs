@@ -144,6 +144,7 @@ enum Next {
 impl<'a> Watcher<'a> {
     fn watch(&mut self) {
         let first = self.record.clone();
+        crate::hooks::pause("watch:before-spawn");
         if let Err(err) = self.spawn(&first) {
             self.report(&Report::Failed { error: format!("{err:#}") });
             return;
