@@ -92,9 +92,15 @@ pub fn write_record(env: &TestEnv, id: &str, name: Option<&str>) -> serde_json::
     let mut record: serde_json::Value = serde_json::from_str(include_str!("../fixtures/record-v1.json")).unwrap();
     record["id"] = id.into();
     record["name"] = name.into();
-    record["pid"] = 4_000_000.into(); // above Linux's pid_max: never a live process
+    record["pid"] = above_pid_max().into(); // never a live process
     save_record(env, &record);
     record
+}
+
+/// A PID no process can have: one above the kernel's `pid_max` (4,194,304 at most on Linux).
+pub fn above_pid_max() -> u32 {
+    let max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap().trim().parse().unwrap();
+    max + 1
 }
 
 pub fn save_record(env: &TestEnv, record: &serde_json::Value) {

@@ -135,31 +135,38 @@ fn a_wedged_server_is_restarted_as_unresponsive() {
     assert!(crate::support::is_gone(started["pid"].as_u64().unwrap() as u32), "the frozen server was ended");
 }
 
+/// A wedge while a session is busy is waited out (a long tool call can hold the server up);
+/// the control: an idle server frozen as long is restarted. Both frozen long enough for the
+/// two failed checks it takes (each waits out the 5 s probe timeout).
 #[test]
 fn a_short_wedge_while_busy_is_waited_out() {
     let env = TestEnv::new();
-    let started = env.start(&["--health-interval", "1", "--health-failures", "2"]);
-    let id = started["id"].as_str().unwrap();
-    let pid = started["pid"].as_u64().unwrap().to_string();
+    let busy = env.start(&["--health-interval", "1", "--health-failures", "2"]);
+    let idle = env.start(&["--health-interval", "1", "--health-failures", "2"]);
+    let (id, idle_id) = (busy["id"].as_str().unwrap(), idle["id"].as_str().unwrap());
     let session = crate::lifecycle::prompt_async(&env.secrets(id), "SLOW answer through a wedge");
-    // The watcher has seen it busy: a health check after the answer began.
+    // Fifteen ticks (150 ms apart) into the answer, the watcher (checking every second) has
+    // seen the session busy.
     wait_for("the answer to stream", Duration::from_secs(30), || {
-        crate::lifecycle::messages(&env.secrets(id), &session).to_string().contains("tick 5").then_some(())
+        crate::lifecycle::messages(&env.secrets(id), &session).to_string().contains("tick 15").then_some(())
     });
-    std::thread::sleep(Duration::from_millis(1500));
-    Command::new("kill").args(["-STOP", &pid]).status().unwrap();
-    // Several failed checks in a row: a wedge, but the last thing seen was a busy session.
-    let log_path = env.ocx_home.join(format!("logs/{id}.log"));
-    let before = std::fs::read_to_string(&log_path).unwrap().len();
-    std::thread::sleep(Duration::from_secs(5));
-    Command::new("kill").args(["-CONT", &pid]).status().unwrap();
-    let after = std::fs::read_to_string(&log_path).unwrap();
-    assert!(!after[before..].contains("ending the server"), "{}", &after[before..]);
+    for r in [&busy, &idle] {
+        Command::new("kill").args(["-STOP", &r["pid"].as_u64().unwrap().to_string()]).status().unwrap();
+    }
+    let log = |id: &str| std::fs::read_to_string(env.ocx_home.join(format!("logs/{id}.log"))).unwrap();
+    wait_for("the idle one to be restarted", Duration::from_secs(60), || {
+        log(idle_id).contains("ending the server (unresponsive: 2 health checks in a row failed)").then_some(())
+    });
+    wait_for("the busy one's wedge to be noticed", Duration::from_secs(60), || {
+        log(id).contains("2 health checks in a row failed, but a session was busy").then_some(())
+    });
+    Command::new("kill").args(["-CONT", &busy["pid"].as_u64().unwrap().to_string()]).status().unwrap();
+    assert!(!log(id).contains("ending the server"), "{}", log(id));
     wait_for("the whole answer", Duration::from_secs(60), || {
         crate::lifecycle::messages(&env.secrets(id), &session).to_string().contains("tick 39").then_some(())
     });
     let listed = env.listed(id);
-    assert_eq!((listed["restarts"].clone(), listed["pid"].clone()), (0.into(), started["pid"].clone()));
+    assert_eq!((listed["restarts"].clone(), listed["pid"].clone()), (0.into(), busy["pid"].clone()));
 }
 
 #[test]
@@ -176,8 +183,11 @@ fn a_server_over_max_memory_is_restarted_once_idle() {
     };
     wait_for("the stand-in to grow past 64 MiB", Duration::from_secs(30), || (rss(pid) > 100 * 1024).then_some(()));
     std::fs::remove_file(env.control_dir().join("grow")).unwrap();
-    // Over the limit for several checks, but busy: it is kept.
-    std::thread::sleep(Duration::from_secs(4));
+    // Over the limit for several checks, but busy: it is kept, and the log says why.
+    let log = env.ocx_home.join(format!("logs/{id}.log"));
+    wait_for("the watcher to defer the restart", Duration::from_secs(30), || {
+        std::fs::read_to_string(&log).ok()?.contains("restarting it once no session is busy").then_some(())
+    });
     assert_eq!(env.listed(id)["pid"], started["pid"], "restarted during a busy session");
     std::fs::remove_file(env.control_dir().join("busy")).unwrap();
     let back = wait_for("the restart once idle", Duration::from_secs(30), || {

@@ -71,6 +71,7 @@ impl Watcher<'_> {
         });
         self.failed_probes = 0;
         self.over_memory = 0;
+        self.waiting_for_idle = false;
         self.unresponsive_since = None;
         self.next_probe = Instant::now();
         self.report(&Report::Spawned(id));

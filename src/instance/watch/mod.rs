@@ -101,6 +101,7 @@ pub fn run(home: &Home, id: &str) -> Result<()> {
         busy: false,
         unresponsive_since: None,
         over_memory: 0,
+        waiting_for_idle: false,
         next_probe: Instant::now(),
     };
     watcher.watch();
@@ -132,6 +133,8 @@ struct Watcher<'a> {
     unresponsive_since: Option<Instant>,
     /// Health probes in a row that found the server over `--max-memory`.
     over_memory: u32,
+    /// A restart is due but waits for a busy session (said once in the log).
+    waiting_for_idle: bool,
     next_probe: Instant,
 }
 

@@ -46,6 +46,7 @@ impl Watcher<'_> {
             Some(_) => {
                 self.failed_probes = 0;
                 self.unresponsive_since = None;
+                self.waiting_for_idle = false;
                 // `/session/status` lists the sessions that are not idle: `{}` when none is.
                 self.busy = probe(&self.record, &self.auth, "/session/status", PROBE_TIMEOUT)
                     .is_some_and(|(status, body)| status == 200 && body.trim_ascii() != b"{}");
@@ -61,6 +62,13 @@ impl Watcher<'_> {
                     } else if now.duration_since(since) >= BUSY_GRACE {
                         let why = format!("unresponsive for {} while busy", output::duration(now - since));
                         self.end_server("unresponsive", &why);
+                    } else if !std::mem::replace(&mut self.waiting_for_idle, true) {
+                        self.log_line(&format!(
+                            "--- ocx: {} health checks in a row failed, but a session was busy: waiting up to {} \
+                             before restarting it",
+                            self.failed_probes,
+                            output::duration(BUSY_GRACE)
+                        ));
                     }
                 }
             }
@@ -74,13 +82,17 @@ impl Watcher<'_> {
         let rss = Processes::of(&[server.id.pid]).ok().and_then(|t| t.find(&server.id)).map_or(0, |p| p.rss);
         if rss <= limit {
             self.over_memory = 0;
+            self.waiting_for_idle = false;
             return;
         }
         self.over_memory += 1;
+        let why = format!("resident memory {} over --max-memory {}", output::bytes(rss), output::bytes(limit));
         if self.over_memory >= 2 && !self.busy {
-            let why = format!("resident memory {} over --max-memory {}", output::bytes(rss), output::bytes(limit));
             self.end_server("memory", &why);
         } else {
+            if self.busy && !std::mem::replace(&mut self.waiting_for_idle, true) {
+                self.log_line(&format!("--- ocx: {why}; restarting it once no session is busy"));
+            }
             // Over the limit: look again soon, to restart at the first moment nothing is busy.
             self.next_probe = Instant::now() + Duration::from_secs(1);
         }
