@@ -53,8 +53,8 @@ pub struct StartArgs {
     #[arg(long)]
     pub no_auth: bool,
 
-    /// Seconds to wait for the server to become healthy
-    #[arg(long, default_value = "60", value_name = "SECS", value_parser = seconds)]
+    /// How long to wait for the server to become healthy (seconds, or 90s, 2m, 1h30m)
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = seconds)]
     pub timeout: Duration,
 
     /// The opencode binary [default: $OCX_OPENCODE, opencode on PATH, ~/.opencode/bin/opencode]
@@ -90,8 +90,8 @@ pub struct StartArgs {
     #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub log_max_files: u32,
 
-    /// Seconds between health checks of a running server
-    #[arg(long, default_value = "10", value_name = "SECS", value_parser = seconds)]
+    /// How long between health checks of a running server (seconds, or 90s, 2m, 1h30m)
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = seconds)]
     pub health_interval: Duration,
 
     /// Restart the server after this many failed health checks in a row (when it was last seen
@@ -151,16 +151,17 @@ pub struct RestartArgs {
     #[arg(long, short)]
     pub force: bool,
 
-    /// Seconds to wait for busy sessions to finish before giving up (exit 4)
-    #[arg(long, default_value = "300", value_name = "SECS", value_parser = seconds)]
+    /// How long to wait for busy sessions to finish (seconds, or 90s, 2m, 1h30m), then give up
+    /// (exit 4)
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = seconds)]
     pub wait: Duration,
 
-    /// Seconds to wait after TERM before KILL
-    #[arg(long, default_value = "10", value_name = "SECS", value_parser = seconds)]
+    /// How long to wait after TERM before KILL (seconds, or 90s, 2m, 1h30m)
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = seconds)]
     pub grace: Duration,
 
-    /// Seconds the restarted server may take to become healthy
-    #[arg(long, default_value = "60", value_name = "SECS", value_parser = seconds)]
+    /// How long the restarted server may take to become healthy (seconds, or 90s, 2m, 1h30m)
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = seconds)]
     pub timeout: Duration,
 
     /// Print the restarted instances as JSON (without secrets)
@@ -260,8 +261,8 @@ pub struct StopArgs {
     #[arg(long, short)]
     pub all: bool,
 
-    /// Seconds to wait after TERM before KILL
-    #[arg(long, default_value = "10", value_name = "SECS", value_parser = seconds)]
+    /// How long to wait after TERM before KILL (seconds, or 90s, 2m, 1h30m)
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = seconds)]
     pub grace: Duration,
 
     /// Skip the polite step: KILL at once

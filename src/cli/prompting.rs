@@ -60,8 +60,8 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 
-    /// Give up after this many seconds: abort the prompt on the server, exit 4
-    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    /// Give up after this long (seconds, or 90s, 2m, 1h30m): abort the prompt on the server, exit 4
+    #[arg(long, value_name = "DURATION", value_parser = seconds)]
     pub timeout: Option<Duration>,
 
     /// Work in this project directory on the server [default: the directory it serves]
@@ -116,8 +116,8 @@ pub struct WaitArgs {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 
-    /// Give up after this many seconds: abort the prompt on the server, exit 4
-    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    /// Give up after this long (seconds, or 90s, 2m, 1h30m): abort the prompt on the server, exit 4
+    #[arg(long, value_name = "DURATION", value_parser = seconds)]
     pub timeout: Option<Duration>,
 
     /// What to answer when the agent asks for permission (see `ocx run --permission`)
