@@ -178,16 +178,25 @@ pub struct WatchArgs {
 /// List instances with their observed status
 ///
 /// STATUS is what ocx observes now, not what it last wrote down:
-///   running     alive and healthy
-///   starting    being started, not healthy yet
-///   unhealthy   alive, but the health check fails or hangs
-///   stopping    being stopped
-///   dead        the process is gone, or its PID now belongs to another process
-///   corrupt     the record cannot be read (`ocx gc` moves it aside)
-///   refused     the record is another user's or writable by others: never trusted or signalled
-///               (`ocx gc` moves it aside)
-///   newer       the record was written by a newer ocx: left alone; upgrade ocx to manage it
-///   unmanaged   (--all) an `opencode serve` process ocx did not start
+///   running       alive and healthy
+///   starting      being started, not healthy yet
+///   unhealthy     alive, but the health check fails or hangs
+///   restarting    being restarted by its watcher; `restarting (in 8s)`
+///                 while the watcher waits
+///   unsupervised  serving, but its watcher is gone (`ocx restart`
+///                 supervises it again)
+///   failed        the watcher gave up; `ocx restart` or `ocx stop`
+///   stopping      being stopped
+///   dead          the process is gone, or its PID now belongs to
+///                 another process
+///   corrupt       the record cannot be read (`ocx gc` moves it aside)
+///   refused       the record is another user's or writable by others:
+///                 never trusted or signalled (`ocx gc` moves it aside)
+///   newer         the record was written by a newer ocx: left alone;
+///                 upgrade ocx to manage it
+///   unmanaged     (--all) an `opencode serve` process ocx did not start
+///   unreachable   (--hosts, --all-hosts) a host that could not be
+///                 asked; the row says why
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct LsArgs {
