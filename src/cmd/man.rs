@@ -16,14 +16,31 @@ const DATE: &str = "2026-11-21";
 
 const FILES: &str = r#".TP
 \fI$OCX_HOME/instances/<id>.json\fR
-One record per instance (mode 0600, written atomically): PID and its start time, port, URL,
-credentials, directory, opencode binary, and ocx's intent (starting, running, stopping).
+One record per instance (mode 0600, written atomically): PID and its start time, its watcher,
+port, URL, credentials, directory, opencode binary, ocx's intent (starting, running, stopping),
+and the watcher's restarts and the last exit.
 .TP
-\fI$OCX_HOME/logs/<id>.log\fR
-The server's output, appended. Kept after \fBocx stop\fR until \fBocx gc \-\-logs\fR.
+\fI$OCX_HOME/logs/<id>.log\fR, \fI<id>.log.1\fR, \fI.2\fR, …
+The server's output and the watcher's notes (\fB\-\-\- ocx: …\fR), each line with the time it
+arrived. Before a line would take the log past \fBocx start \-\-log\-max\-size\fR the watcher
+renames it to \fI<id>.log.1\fR (\fI.1\fR to \fI.2\fR, …) and starts a new one, keeping
+\fB\-\-log\-max\-files\fR files in all: an instance's log never holds much more than the size
+times the files (30 MiB by default). Kept after \fBocx stop\fR until \fBocx gc \-\-logs\fR.
 .TP
 \fI$OCX_HOME/locks/\fR
 Advisory locks: one for the whole store, one per instance while it starts or stops.
+.TP
+\fI$OCX_HOME/ssh/\fR
+The control sockets of the shared ssh connections, one per host, each kept 60 s after the last
+command (with a long \fIOCX_HOME\fR, a short private directory under \fI/tmp\fR instead).
+.TP
+\fI$OCX_HOME/tunnels/\fR
+One file per open \fBocx tunnel\fR: the local URL of its instance and the credentials, which
+\fBocx url\fR prints; a file counts only while its \fBocx tunnel\fR runs.
+.TP
+\fI<config dir>/ocx/hosts.json\fR
+The named hosts of \fBocx host\fR (mode 0600): \fI~/.config/ocx/hosts.json\fR on Linux, the
+platform's configuration directory elsewhere.
 .PP
 \fIOCX_HOME\fR defaults to the platform's state directory plus \fIocx\fR
 (\fI~/.local/state/ocx\fR on Linux). It is created with mode 0700.
@@ -36,6 +53,15 @@ The state directory (as \fB\-\-home\fR).
 \fBOCX_OPENCODE\fR
 The opencode binary, when \fB\-\-opencode\fR is not given. Otherwise ocx looks for
 \fIopencode\fR on \fBPATH\fR, then in \fI~/.opencode/bin\fR.
+.TP
+\fBOCX_HOST\fR
+Run the command on that host (as \fB\-\-host\fR): a name from \fBocx host ls\fR, or
+\fIssh://[user@]host[:port]\fR.
+.TP
+\fBOCX_SSH\fR
+The command that reaches hosts in place of \fIssh\fR, split into words as a shell would
+(e.g. \fIssh \-F ./ssh_config\fR); ocx adds its own options (batch mode, a connect timeout,
+the shared connection) after them.
 .TP
 \fBOCX_INSTANCE_ID\fR, \fBOCX_HOME\fR (in the server's environment)
 The marker. Every server is started with both set; every process it starts inherits them,
