@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 
 use super::hosts::{Address, Host};
 use crate::error::{Failure, code};
@@ -64,21 +64,16 @@ impl Host {
     }
 }
 
-/// The control sockets of shared connections: private, under the home.
+/// The control sockets of shared connections: private, under the home, or in a short
+/// directory of the user's when the home's path is too long for a socket's.
 fn control_dir(home: &Home) -> Result<PathBuf> {
-    let mut dir = home.root().join("ssh");
-    // A socket path has at most ~104 bytes (macOS); ssh adds `%C` (40) and, while it creates
-    // the socket, 17 more. A long home gets a short private directory in /tmp instead.
-    if dir.as_os_str().len() + 1 + 40 + 17 > 100 {
-        let hash = home
-            .root()
-            .to_string_lossy()
-            .bytes()
-            .fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
-        dir = PathBuf::from("/tmp").join(format!("ocx-ssh-{:012x}", hash & 0xffff_ffff_ffff));
-    }
-    process::create_private_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    Ok(dir)
+    // ssh names a socket `%C` (40 bytes) and, while it creates it, adds 17 more.
+    process::socket_dir(&home.root().join("ssh"), "ssh", 40 + 17).map_err(|e| {
+        anyhow!(Failure::new(code::FAILED, format!("no private directory for ssh's control sockets: {e}")).hint(
+            "ocx makes that directory itself, for you alone: remove what is there (another user may have put \
+             it there), or use a shorter OCX_HOME"
+        ))
+    })
 }
 
 #[cfg(test)]
