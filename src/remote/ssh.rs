@@ -13,6 +13,11 @@ use crate::process;
 
 /// How long ssh may take to connect (`ConnectTimeout`).
 pub(super) const CONNECT_TIMEOUT_S: u32 = 10;
+/// How often ssh asks the host whether it is still there on a quiet connection
+/// (`ServerAliveInterval`), and after how many unanswered asks it gives up
+/// (`ServerAliveCountMax`): a dead link ends `logs -f` and `events` in about a minute.
+const ALIVE_INTERVAL_S: u32 = 15;
+const ALIVE_COUNT: u32 = 3;
 /// How long an idle shared connection stays open after its last command.
 const PERSIST_S: u32 = 60;
 /// ssh's own exit code for its own failures (connection, authentication, forwarding).
@@ -34,6 +39,8 @@ impl Host {
         let mut cmd = Command::new(&words[0]);
         cmd.args(&words[1..]);
         cmd.args(["-o", "BatchMode=yes", "-o", &format!("ConnectTimeout={CONNECT_TIMEOUT_S}")]);
+        cmd.args(["-o", &format!("ServerAliveInterval={ALIVE_INTERVAL_S}")]);
+        cmd.args(["-o", &format!("ServerAliveCountMax={ALIVE_COUNT}")]);
         if own {
             cmd.args(["-o", "ControlMaster=no", "-o", "ControlPath=none"]);
         } else if process::ssh_shares_connections() {
@@ -86,5 +93,20 @@ mod tests {
         assert_eq!(host.remote_command().unwrap(), "'/opt/my ocx/$(x)' __remote");
         let home = Host { ocx: Some("~/.cargo/bin/ocx".into()), ..host };
         assert_eq!(home.remote_command().unwrap(), "~/.cargo/bin/ocx __remote");
+    }
+
+    #[test]
+    fn every_ssh_has_keepalives_and_a_shared_one_a_control_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::open(Some(dir.path())).unwrap();
+        let host = Host { name: None, url: "ssh://me@box:2222".into(), ocx: None };
+        for own in [false, true] {
+            let cmd = host.ssh(&home, own).unwrap();
+            let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+            let line = args.join(" ");
+            assert!(line.contains("-o ServerAliveInterval=15 -o ServerAliveCountMax=3"), "{line}");
+            let socket = args.iter().any(|a| a.starts_with("ControlPath=\"") && a.ends_with("/%C\""));
+            assert_eq!(socket, !own && process::ssh_shares_connections(), "{line}");
+        }
     }
 }
