@@ -18,8 +18,8 @@ fn a_long_preferred_socket_dir_gives_way_to_the_first_short_root() {
     let roots = [PathBuf::from("/run/user/1000"), PathBuf::from("/tmp")];
     assert_eq!(pick_socket_dir(short, "ocx-ssh-1", 57, &roots), None);
     let long = PathBuf::from(format!("/home/{}/ocx/ssh", "x".repeat(60)));
-    assert_eq!(pick_socket_dir(&long, "ocx-ssh-1", 57, &roots), Some(PathBuf::from("/run/user/1000/ocx-ssh-1")));
+    assert_eq!(pick_socket_dir(&long, "ocx-ssh-1", 57, &roots), Some(roots[0].join("ocx-ssh-1")));
     // A runtime directory too long itself is passed over.
     let roots = [PathBuf::from(format!("/run/{}", "y".repeat(60))), PathBuf::from("/tmp")];
-    assert_eq!(pick_socket_dir(&long, "ocx-ssh-1", 57, &roots), Some(PathBuf::from("/tmp/ocx-ssh-1")));
+    assert_eq!(pick_socket_dir(&long, "ocx-ssh-1", 57, &roots), Some(roots[1].join("ocx-ssh-1")));
 }
