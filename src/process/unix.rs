@@ -1,5 +1,5 @@
 //! Unix: setsid, signals to a process and its group, the watcher's subreaper, stop requests and
-//! reaping, 0700/0600 files, SIGINT.
+//! reaping, 0700/0600 files, private socket directories, SIGINT.
 
 use std::ffi::OsString;
 use std::fs::{DirBuilder, File, Metadata, OpenOptions, Permissions};
