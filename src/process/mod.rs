@@ -4,8 +4,9 @@
 //! `unix.rs` and `windows.rs` export the same free functions; no other module of ocx uses
 //! `cfg(unix)` or `cfg(windows)`.
 
+use std::io;
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -24,6 +25,10 @@ pub use imp::{
     open_lock_file, open_private_log, own_process_group, port_owner, request_stop, shed_code_pages,
     ssh_shares_connections, stop_requests, sync_dir,
 };
+
+/// The longest socket path ocx makes: macOS' `sun_path` holds 104 bytes, its NUL included
+/// (Linux' 108), and a little room is kept.
+const SOCKET_PATH_MAX: usize = 100;
 
 /// The environment variables every process of an instance inherits. Both must match for a
 /// process to count as the instance's: ids are only unique within one home.
@@ -316,3 +321,43 @@ pub fn free_port(host: &str, range: std::ops::Range<u16>, claimed: &[u16]) -> Re
 pub fn port_is_free(host: &str, port: u16) -> bool {
     TcpListener::bind((host, port)).is_ok()
 }
+
+/// A short, stable name for a path, where the path itself cannot go (an event name, a
+/// directory name): FNV-1a (64 bits) of its text.
+pub fn path_hash(path: &Path) -> u64 {
+    path.to_string_lossy().bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// A private directory for sockets named up to `name_len` bytes: `preferred` (created 0700)
+/// when a socket path in it fits, else a short directory of this user's named for `tag` and
+/// `preferred` (on Unix in `$XDG_RUNTIME_DIR` or `/tmp`), refused unless it is a real
+/// directory, this user's, mode 0700: anyone can make that name first in a shared directory.
+pub fn socket_dir(preferred: &Path, tag: &str, name_len: usize) -> io::Result<PathBuf> {
+    let name = format!("ocx-{tag}-{:012x}", path_hash(preferred) & 0xffff_ffff_ffff);
+    let roots = imp::socket_roots(std::env::var_os("XDG_RUNTIME_DIR"));
+    match pick_socket_dir(preferred, &name, name_len, &roots) {
+        None => {
+            create_private_dir_all(preferred)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot create {}: {e}", preferred.display())))?;
+            Ok(preferred.to_path_buf())
+        }
+        Some(dir) => {
+            imp::create_own_private_dir(&dir)?;
+            Ok(dir)
+        }
+    }
+}
+
+/// None when `preferred` is short enough, else `name` in the first of `roots` where it fits
+/// (the last one if none does).
+fn pick_socket_dir(preferred: &Path, name: &str, name_len: usize, roots: &[PathBuf]) -> Option<PathBuf> {
+    let fits = |dir: &Path| dir.as_os_str().len() + 1 + name_len <= SOCKET_PATH_MAX;
+    if fits(preferred) {
+        return None;
+    }
+    let mut dirs = roots.iter().map(|root| root.join(name));
+    dirs.clone().find(|dir| fits(dir)).or_else(|| dirs.next_back())
+}
+
+#[cfg(test)]
+mod tests;

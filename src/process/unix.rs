@@ -1,12 +1,13 @@
 //! Unix: setsid, signals to a process and its group, the watcher's subreaper, stop requests and
-//! reaping, 0700/0600 files, SIGINT.
+//! reaping, 0700/0600 files, private socket directories, SIGINT.
 
-use std::fs::{DirBuilder, File, Metadata, OpenOptions};
+use std::ffi::OsString;
+use std::fs::{DirBuilder, File, Metadata, OpenOptions, Permissions};
 use std::io::{self, Read};
 use std::os::fd::{IntoRawFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc;
@@ -335,6 +336,42 @@ pub fn create_private_dir_all(path: &Path) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(path)
 }
 
+/// Where a short directory for sockets may go: `$XDG_RUNTIME_DIR` (the user's own, when it is
+/// set to an absolute path of a directory), else `/tmp`.
+pub fn socket_roots(runtime: Option<OsString>) -> Vec<PathBuf> {
+    let runtime = runtime.map(PathBuf::from).filter(|dir| dir.is_absolute() && dir.is_dir());
+    runtime.into_iter().chain(Some(PathBuf::from("/tmp"))).collect()
+}
+
+/// Create `dir` (0700), or take the one there only if it is a real directory (not a symlink),
+/// this user's, mode exactly 0700: in `/tmp` anyone can make that name first.
+pub fn create_own_private_dir(dir: &Path) -> io::Result<()> {
+    let created = match DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+        Err(e) => return Err(io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))),
+    };
+    let meta = std::fs::symlink_metadata(dir)?;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let mode = meta.mode() & 0o7777;
+    let why = if meta.file_type().is_symlink() {
+        "is a symbolic link".to_string()
+    } else if !meta.is_dir() {
+        "is not a directory".to_string()
+    } else if meta.uid() != me {
+        format!("belongs to another user (uid {})", meta.uid())
+    } else if mode == 0o700 {
+        return Ok(());
+    } else if created {
+        // The umask took bits away from the directory just made.
+        return std::fs::set_permissions(dir, Permissions::from_mode(0o700));
+    } else {
+        format!("has mode {mode:04o}, not 0700")
+    };
+    Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("{} {why}", dir.display())))
+}
+
 /// Create a new file (failing if it exists), mode 0600 from the start.
 pub fn create_private_file(path: &Path) -> io::Result<File> {
     OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)
@@ -509,5 +546,47 @@ mod tests {
         assert!(is_trusted(&std::fs::metadata(&file).unwrap()));
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
         assert!(!is_trusted(&std::fs::metadata(&file).unwrap()));
+    }
+
+    #[test]
+    fn a_short_socket_dir_is_made_private_or_refused_unless_it_is_a_private_dir_of_this_user() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("ocx-ssh-1");
+        create_own_private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        create_own_private_dir(&dir).expect("its own private directory is taken again");
+
+        let refused = |path: &Path, why: &str| {
+            let err = create_own_private_dir(path).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+            assert!(err.to_string().contains(why), "{err}");
+        };
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        refused(&link, "is a symbolic link");
+        let open = tmp.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        refused(&open, "has mode 0755, not 0700");
+        let file = tmp.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        refused(&file, "is not a directory");
+        // Another user's: only root can make one.
+        let theirs = tmp.path().join("theirs");
+        DirBuilder::new().mode(0o700).create(&theirs).unwrap();
+        match std::os::unix::fs::chown(&theirs, Some(65534), None) {
+            Ok(()) => refused(&theirs, "belongs to another user (uid 65534)"),
+            Err(e) => eprintln!("skipped the case of another user's directory: cannot chown as this user: {e}"),
+        }
+    }
+
+    #[test]
+    fn sockets_go_to_an_absolute_runtime_dir_else_tmp() {
+        let tmp = tempfile::tempdir().unwrap();
+        let runtime = tmp.path().to_path_buf();
+        assert_eq!(socket_roots(Some(runtime.clone().into())), [runtime.clone(), PathBuf::from("/tmp")]);
+        assert_eq!(socket_roots(None), [PathBuf::from("/tmp")]);
+        assert_eq!(socket_roots(Some("relative/dir".into())), [PathBuf::from("/tmp")]);
+        assert_eq!(socket_roots(Some(runtime.join("missing").into())), [PathBuf::from("/tmp")]);
     }
 }

@@ -128,11 +128,8 @@ pub fn shed_code_pages() {}
 
 /// The name of instance `id`'s stop event: unique per home and id, in this session's namespace.
 fn stop_event_name(home: &Path, id: &str) -> Vec<u16> {
-    // FNV-1a of the home's path: event names cannot hold backslashes.
-    let hash = home
-        .to_string_lossy()
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    // A hash of the home's path: event names cannot hold backslashes.
+    let hash = super::path_hash(home);
     format!("Local\\ocx-{hash:016x}-{id}").encode_utf16().chain(Some(0)).collect()
 }
 
@@ -254,6 +251,16 @@ pub fn exit_signal(_status: &ExitStatus) -> Option<String> {
 
 pub fn create_private_dir_all(path: &Path) -> io::Result<()> {
     std::fs::create_dir_all(path)
+}
+
+/// Where a short directory for sockets may go: the user's temp directory.
+pub fn socket_roots(_runtime: Option<std::ffi::OsString>) -> Vec<std::path::PathBuf> {
+    vec![std::env::temp_dir()]
+}
+
+/// Create `dir` (private through the ACLs of the user's temp directory).
+pub fn create_own_private_dir(dir: &Path) -> io::Result<()> {
+    create_private_dir_all(dir)
 }
 
 pub fn create_private_file(path: &Path) -> io::Result<File> {

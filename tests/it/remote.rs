@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::sshd::{SshHosts, all_command_lines};
-use crate::support::{TestEnv, wait_for};
+use crate::support::{Guard, TestEnv, wait_for};
 
 /// `env` with hosts `a` and `b`, added under those names.
 fn two_hosts() -> (TestEnv, SshHosts) {
@@ -249,4 +249,51 @@ fn bad_hosts_and_other_versions_are_refused_clearly() {
         ocx(&env, &hosts, &["run", "a:api", "read it", "--file", env.project.join("notes.txt").to_str().unwrap()]);
     assert_eq!(file.code, Some(2), "{file:?}");
     hosts.close_connections(&env.ocx_home.join("ssh"));
+}
+
+/// A link that stops answering mid-command (TCP stays open, nothing replies: the host's sshd
+/// is stopped) ends a remote `logs -f` by itself through ssh's keepalives, saying so, instead
+/// of hanging; the follower on the host ends once its connection does.
+#[test]
+fn a_follow_on_a_host_whose_link_stops_answering_ends_by_itself() {
+    let env = TestEnv::new();
+    let hosts = SshHosts::start(&env, &["a"]);
+    ocx(&env, &hosts, &["host", "add", "a", "ssh://a", "--ocx", hosts.ocx.to_str().unwrap()]).success();
+    let project = env.project.to_str().unwrap();
+    ocx(&env, &hosts, &["--host", "a", "start", "--name", "api", "--dir", project]).success();
+    let argv = hosts.argv();
+    assert!(
+        argv.lines().all(|l| l.contains("-o ServerAliveInterval=15 -o ServerAliveCountMax=3")),
+        "every ssh has keepalives:\n{argv}"
+    );
+
+    let mut follow = Guard(
+        env.ocx()
+            .env("OCX_SSH", &hosts.ssh)
+            .args(["--host", "a", "logs", "-f", "api"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = crate::support::stdout_lines(&mut follow.0);
+    lines.recv_timeout(Duration::from_secs(30)).expect("the log's lines come through");
+    wait_for("the follower to run on host a", Duration::from_secs(10), || {
+        (hosts.host("a").remote_commands() == 1).then_some(())
+    });
+
+    let frozen = hosts.host("a").freeze();
+    // ssh gives up after 3 unanswered keepalives 15 s apart (about 45-60 s); some slack.
+    let status = wait_for("ocx to notice the link is dead", Duration::from_secs(90), || follow.0.try_wait().unwrap());
+    let mut stderr = String::new();
+    follow.0.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("lost the connection to host a"), "{stderr}");
+
+    // Once the host answers again, its sshd finds the connection closed and the follower ends.
+    drop(frozen);
+    wait_for("the follower on host a to end", Duration::from_secs(20), || {
+        (hosts.host("a").remote_commands() == 0).then_some(())
+    });
 }

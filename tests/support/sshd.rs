@@ -216,24 +216,24 @@ impl Sshd {
     /// The host goes away: its sshd and every connection it serves (not what runs detached).
     pub fn kill(&mut self) {
         let Some(mut child) = self.child.take() else { return };
-        // Every sshd below the listener (a connection's monitor and its session process), not
-        // what the sessions started.
-        let mut sshds = children(child.id());
-        let mut i = 0;
-        while i < sshds.len() {
-            let below = children(sshds[i]);
-            sshds.extend(
-                below
-                    .into_iter()
-                    .filter(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "sshd")),
-            );
-            i += 1;
-        }
-        for pid in sshds {
-            unsafe_kill(pid);
+        for pid in connections(child.id()) {
+            signal(pid, "KILL");
         }
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    /// The host stops answering while its connections stay open (a half-open link, as when a
+    /// network drops without a reset): every sshd serving a connection is stopped (SIGSTOP),
+    /// so the kernel still keeps TCP up but nothing replies. Continued when dropped.
+    pub fn freeze(&self) -> Frozen {
+        let listener = self.child.as_ref().expect("sshd runs").id();
+        let pids = connections(listener);
+        assert!(!pids.is_empty(), "host {} serves no connection to freeze", self.name);
+        for &pid in &pids {
+            signal(pid, "STOP");
+        }
+        Frozen(pids)
     }
 
     /// `ocx` run directly on this host (not over ssh), with its environment.
@@ -268,8 +268,39 @@ fn children(pid: u32) -> Vec<u32> {
     found
 }
 
-fn unsafe_kill(pid: u32) {
-    let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+/// Every sshd below the listener `sshd`: each connection's monitor and its session process,
+/// not what the sessions started.
+fn connections(sshd: u32) -> Vec<u32> {
+    let mut sshds = children(sshd);
+    let mut i = 0;
+    while i < sshds.len() {
+        let below = children(sshds[i]);
+        sshds.extend(
+            below
+                .into_iter()
+                .filter(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "sshd")),
+        );
+        i += 1;
+    }
+    sshds
+}
+
+/// The sshd processes `Sshd::freeze` stopped; continued when dropped.
+pub struct Frozen(Vec<u32>);
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            signal(pid, "CONT");
+        }
+    }
+}
+
+/// Send `sig` to a process found below a test's own sshd, while it is still an sshd.
+fn signal(pid: u32, sig: &str) {
+    if std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sshd") {
+        let _ = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status();
+    }
 }
 
 /// Every process's command line on this machine, as one string per process.
