@@ -200,6 +200,41 @@ fn permission_policy(policy: PermissionPolicy) -> Result<turn::Permissions> {
     })
 }
 
+/// The instances a command that acts on several names (`stop`, `restart`): every one resolved
+/// before anything is done, so a typo does nothing; each once; `all`: every instance.
+fn targets(home: &Home, queries: &[String], all: bool) -> Result<Vec<crate::record::Record>> {
+    let records = crate::record::valid(&crate::record::list(home)?);
+    if all {
+        return Ok(records);
+    }
+    let mut targets: Vec<crate::record::Record> = Vec::new();
+    for query in queries {
+        let found = crate::record::resolve(&records, query)?;
+        if !targets.iter().any(|t| t.id == found.id) {
+            targets.push(found.clone());
+        }
+    }
+    Ok(targets)
+}
+
+/// The end of a command that did several things at once (`start --count`, `restart`): Ok when
+/// none failed; one error as it is when it was the only thing asked (`single`); else each
+/// reported on stderr, and the first one's exit code.
+fn fail_with(errors: Vec<anyhow::Error>, single: bool) -> Result<()> {
+    let mut errors = errors.into_iter();
+    match errors.next() {
+        None => Ok(()),
+        Some(first) if single => Err(first),
+        Some(first) => {
+            let code = crate::error::code_of(&first);
+            for err in std::iter::once(first).chain(errors) {
+                crate::error::report(&err);
+            }
+            Err(anyhow!(Failure::silent(code)))
+        }
+    }
+}
+
 /// The instances `start` or `restart` brought up: a JSON array (with how long each took, as
 /// `took_key`), or a table.
 fn print_started(started: &[Started], json: bool, took_key: &str, took_header: &str) -> Result<()> {

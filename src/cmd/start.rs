@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result, anyhow};
 
 use crate::cli::{LogLevel, RestartPolicy, StartArgs};
-use crate::error::{self, Failure, code};
+use crate::error::{Failure, code};
 use crate::home::Home;
 use crate::instance::launch::{self, Started};
 use crate::instance::opencode;
@@ -40,19 +40,7 @@ pub fn run(home: &Home, args: StartArgs) -> Result<()> {
         }
     }
     super::print_started(&started, args.json, "startup_ms", "HEALTHY IN")?;
-    let mut errors = errors.into_iter();
-    match (errors.next(), started.is_empty()) {
-        (None, _) => Ok(()),
-        // One failure and nothing else to say: let main report it.
-        (Some(first), true) if names.len() == 1 => Err(first),
-        (Some(first), _) => {
-            let code = error::code_of(&first);
-            for err in std::iter::once(first).chain(errors) {
-                error::report(&err);
-            }
-            Err(anyhow!(Failure::silent(code)))
-        }
-    }
+    super::fail_with(errors, names.len() == 1)
 }
 
 /// What the arguments ask for, checked.

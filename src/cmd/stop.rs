@@ -8,27 +8,13 @@ use crate::cli::StopArgs;
 use crate::error::{Failure, code};
 use crate::home::Home;
 use crate::instance::stop;
-use crate::record::{self, Record};
 use crate::{output, parallel};
 
 /// At most this many instances are stopped at once.
 const PARALLEL: usize = 32;
 
 pub fn run(home: &Home, args: StopArgs) -> Result<()> {
-    let records = record::valid(&record::list(home)?);
-    let targets: Vec<Record> = if args.all {
-        records.clone()
-    } else {
-        // Resolve every name before stopping anything: a typo stops nothing.
-        let mut targets: Vec<Record> = Vec::new();
-        for query in &args.instances {
-            let found = record::resolve(&records, query)?;
-            if !targets.iter().any(|t| t.id == found.id) {
-                targets.push(found.clone());
-            }
-        }
-        targets
-    };
+    let targets = super::targets(home, &args.instances, args.all)?;
     let grace = if args.force { Duration::ZERO } else { args.grace };
     let outcomes = parallel::map(&targets, PARALLEL, |r| stop::stop(home, r, grace));
 
