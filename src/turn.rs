@@ -13,7 +13,7 @@ use anyhow::{Context, Result, anyhow};
 use serde_json::{Value, json};
 
 use crate::error::{Failure, code};
-use crate::events::{Event, Part, Permission, Question, Status};
+use crate::events::{Event, Part, PartKind, Permission, Question, Status};
 use crate::home::Home;
 use crate::instance;
 use crate::output;
@@ -404,13 +404,12 @@ impl<'a> Turn<'a> {
     /// A part of the answer changed (`live`), or was read from the messages after the stream
     /// dropped.
     fn part(&mut self, part: &Part, raw: &Value, live: bool) -> Result<()> {
-        let Some((id, message)) = part.ids() else { return Ok(()) };
-        if self.roles.get(message).is_none_or(|r| r != "assistant") {
+        if self.roles.get(&part.ids.message).is_none_or(|r| r != "assistant") {
             return Ok(());
         }
-        let id = id.to_string();
-        match part {
-            Part::Text { text, time, .. } => {
+        let id = part.ids.id.clone();
+        match &part.kind {
+            PartKind::Text { text, time } => {
                 let printed = self.printed.get(&id).map_or(0, String::len);
                 if text.is_empty() && printed == 0 && live {
                     // The part starts on the live stream: its deltas follow, none missed. (Read
@@ -427,14 +426,14 @@ impl<'a> Turn<'a> {
                     self.json_line("text", json!({"part": raw}))?;
                 }
             }
-            Part::Tool { tool, state, .. }
+            PartKind::Tool { tool, state }
                 if matches!(state.status.as_str(), "completed" | "error") && self.reported.insert(id.clone()) =>
             {
                 self.note(&format!("tool {tool}: {} ({})", short_input(&state.input), state.status));
                 self.json_line("tool_use", json!({"part": raw}))?;
             }
-            Part::StepStart { .. } | Part::StepFinish { .. } if self.reported.insert(id.clone()) => {
-                let kind = if matches!(part, Part::StepStart { .. }) { "step_start" } else { "step_finish" };
+            PartKind::StepStart {} | PartKind::StepFinish { .. } if self.reported.insert(id.clone()) => {
+                let kind = if matches!(part.kind, PartKind::StepStart {}) { "step_start" } else { "step_finish" };
                 self.json_line(kind, json!({"part": raw}))?;
             }
             _ => {}

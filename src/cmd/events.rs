@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use crate::cli::EventsArgs;
 use crate::error::{Failure, code};
-use crate::events::{Event, Part, Status};
+use crate::events::{Event, Part, PartKind, Status};
 use crate::home::Home;
 use crate::record::{self, Record};
 use crate::server::Client;
@@ -233,7 +233,8 @@ impl Printer {
                     None => format!("message finished{why}{tokens}"),
                 }
             }
-            Event::PartUpdated { part: Part::Tool { id: part, tool, state, .. } } => {
+            Event::PartUpdated { part: Part { ids, kind: PartKind::Tool { tool, state } } } => {
+                let part = ids.id;
                 let status = state.status.clone();
                 if status == "pending" || self.tools.get(&part) == Some(&status) {
                     return Ok(());
@@ -242,8 +243,10 @@ impl Printer {
                 let error = state.error.map(|e| format!(": {e}")).unwrap_or_default();
                 format!("tool {tool}: {} ({status}){error}", turn::short_input(&state.input))
             }
-            Event::PartUpdated { part: Part::Text { id: part, time, .. } } if self.text && time.end.is_some() => {
-                match self.text_lines.remove(&part).filter(|rest| !rest.is_empty()) {
+            Event::PartUpdated { part: Part { ids, kind: PartKind::Text { time, .. } } }
+                if self.text && time.end.is_some() =>
+            {
+                match self.text_lines.remove(&ids.id).filter(|rest| !rest.is_empty()) {
                     Some(rest) => format!("text: {rest}"),
                     None => return Ok(()),
                 }
