@@ -1,0 +1,166 @@
+//! Answering what the server asks during a turn (permission to run a tool, the agent's
+//! questions) as `--permission` says, so that it never waits forever; with `ask`, the user
+//! answers at the terminal.
+
+use std::collections::HashSet;
+use std::io::BufRead;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use serde_json::{Value, json};
+
+use super::Permissions;
+use super::print::Printer;
+use crate::error::{Failure, code};
+use crate::events::{Permission, Question};
+use crate::process;
+use crate::server::Client;
+
+/// The policy, and what it answered.
+pub struct Answerer {
+    permissions: Permissions,
+    /// Permission and question requests already answered.
+    answered: HashSet<String>,
+    /// Lines typed at the terminal, for `--permission ask` (read on a thread of its own).
+    typed: Option<Receiver<String>>,
+}
+
+impl Answerer {
+    pub fn new(permissions: Permissions) -> Self {
+        Answerer { permissions, answered: HashSet::new(), typed: None }
+    }
+
+    /// Answer a permission request of this turn's sessions, as `--permission` says.
+    pub fn permission(
+        &mut self,
+        client: &Client,
+        printer: &mut Printer,
+        request: &Permission,
+        raw: &Value,
+    ) -> Result<()> {
+        if !self.answered.insert(request.id.clone()) {
+            return Ok(());
+        }
+        let what = format!("{} ({})", request.permission, request.patterns.join(", "));
+        let reply = match self.permissions {
+            Permissions::Reject => "reject",
+            Permissions::Allow => "once",
+            Permissions::Ask => {
+                let prompt = format!("permission: {what} — allow [o]nce, [a]lways, or [r]eject? ");
+                match self.ask(printer, &prompt, &["o", "a", "r"])?.as_str() {
+                    "o" => "once",
+                    "a" => "always",
+                    _ => "reject",
+                }
+            }
+        };
+        client.reply_permission(&request.id, reply)?;
+        let shown = match reply {
+            "once" => "allowed once",
+            "always" => "allowed always",
+            _ => "rejected",
+        };
+        printer.note(&format!("permission {what}: {shown}"));
+        printer.json_line("permission", json!({"permission": raw, "reply": reply}))
+    }
+
+    /// Answer the agent's question: dismissed, unless `--permission ask` lets the user answer.
+    pub fn question(&mut self, client: &Client, printer: &mut Printer, question: &Question, raw: &Value) -> Result<()> {
+        if !self.answered.insert(question.id.clone()) {
+            return Ok(());
+        }
+        let mut answers: Vec<Vec<String>> = Vec::new();
+        if self.permissions == Permissions::Ask {
+            for q in &question.questions {
+                let options: Vec<String> = q
+                    .options
+                    .iter()
+                    .enumerate()
+                    .map(|(i, o)| format!("  {}. {} {}", i + 1, o.label, o.description))
+                    .collect();
+                let prompt = format!(
+                    "question: {}\n{}\nanswer (a number, or text; empty dismisses): ",
+                    q.question,
+                    options.join("\n")
+                );
+                let typed = self.ask(printer, &prompt, &[])?;
+                if typed.is_empty() {
+                    answers.clear();
+                    break;
+                }
+                let picked = typed.parse::<usize>().ok().and_then(|n| q.options.get(n.wrapping_sub(1)));
+                answers.push(vec![picked.map_or(typed.clone(), |o| o.label.clone())]);
+            }
+        }
+        let asked = question.questions.iter().map(|q| q.question.as_str()).collect::<Vec<_>>().join(" / ");
+        if answers.is_empty() {
+            client.dismiss_question(&question.id)?;
+            printer.note(&format!("question \"{asked}\": dismissed"));
+            printer.json_line("question", json!({"question": raw, "answers": null}))
+        } else {
+            client.answer_question(&question.id, &answers)?;
+            let given = answers.iter().map(|a| a.join(", ")).collect::<Vec<_>>().join(" / ");
+            printer.note(&format!("question \"{asked}\": answered {given}"));
+            printer.json_line("question", json!({"question": raw, "answers": answers}))
+        }
+    }
+
+    /// Requests of `sessions` that wait for an answer already (asked before ocx was listening,
+    /// or while its stream was down).
+    pub fn pending(&mut self, client: &Client, printer: &mut Printer, sessions: &HashSet<String>) -> Result<()> {
+        for raw in client.permissions()? {
+            if let Ok(request) = serde_json::from_value::<Permission>(raw.clone())
+                && sessions.contains(&request.session)
+            {
+                self.permission(client, printer, &request, &raw)?;
+            }
+        }
+        for raw in client.questions()? {
+            if let Ok(question) = serde_json::from_value::<Question>(raw.clone())
+                && sessions.contains(&question.session)
+            {
+                self.question(client, printer, &question, &raw)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ask the user at the terminal; one line (lowercase, trimmed). With `choices`, until it is
+    /// one of them. Ctrl-C still works while waiting.
+    fn ask(&mut self, printer: &mut Printer, prompt: &str, choices: &[&str]) -> Result<String> {
+        let typed = self.typed.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in std::io::stdin().lock().lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        });
+        loop {
+            let _ = printer.end_line();
+            use std::io::Write;
+            let _ = write!(std::io::stderr(), "{prompt}");
+            let line = loop {
+                match typed.recv_timeout(Duration::from_millis(100)) {
+                    Ok(line) => break line.trim().to_lowercase(),
+                    Err(RecvTimeoutError::Disconnected) => break String::new(),
+                    Err(RecvTimeoutError::Timeout) => {}
+                }
+                if process::interrupted() {
+                    return Err(anyhow!(Failure::new(
+                        code::INTERRUPTED,
+                        "interrupted; aborted the prompt on the server"
+                    )));
+                }
+            };
+            if choices.is_empty() || choices.contains(&line.as_str()) || line.is_empty() {
+                return Ok(line);
+            }
+        }
+    }
+}

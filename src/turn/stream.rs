@@ -1,0 +1,141 @@
+//! Following a turn's event stream: subscribing (and waiting for the server to confirm it),
+//! getting a dropped stream back, and catching up from the server's stored messages on what the
+//! stream did not carry.
+
+use std::sync::mpsc::{self, Receiver};
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use serde_json::Value;
+
+use super::{SETTLE, Turn};
+use crate::error::{Failure, code};
+use crate::events::Part;
+use crate::instance;
+use crate::record;
+use crate::server::{Client, Events};
+
+/// Waits between attempts to get the event stream back (about 8 s in all).
+const RECONNECT_DELAYS_MS: [u64; 6] = [100, 300, 600, 1000, 2000, 4000];
+
+/// The event stream as a turn reads it: events, then None when the stream ended.
+pub type Stream = Receiver<Option<Value>>;
+
+/// Open the event stream on a thread and wait for the server to confirm it.
+pub fn subscribe(client: &Client) -> Result<Stream> {
+    let events: Events = client.events()?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for event in events {
+            let Ok(event) = event else { break };
+            if tx.send(Some(event)).is_err() {
+                break;
+            }
+        }
+        let _ = tx.send(None);
+    });
+    match rx.recv_timeout(SETTLE) {
+        Ok(Some(first)) if first["type"] == "server.connected" => Ok(rx),
+        Ok(Some(other)) => Err(anyhow!("the event stream began with {}, not server.connected", other["type"])),
+        _ => Err(anyhow!("the server did not confirm the event subscription")),
+    }
+}
+
+impl Turn<'_> {
+    /// The stream dropped: get it back, then print what was missed and answer what was asked
+    /// meanwhile. None when the session finished meanwhile.
+    pub(super) fn reconnect(&mut self) -> Result<Option<Stream>> {
+        self.printer.lose_sync();
+        for delay in RECONNECT_DELAYS_MS {
+            if self.record.remote.is_none() && instance::server(self.record)?.is_none() {
+                self.in_flight = false;
+                let restarted = record::load(self.home, &self.record.id)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|now| now.pid != self.record.pid && now.restarts > self.record.restarts);
+                let what =
+                    if restarted { "died while answering; its watcher restarted it" } else { "died while answering" };
+                return Err(anyhow!(
+                    Failure::new(code::FAILED, format!("instance {} {what}", self.record.label()))
+                        .hint(format!("see its log: ocx logs {}", self.record.id))
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(delay));
+            let Ok(events) = subscribe(self.client) else { continue };
+            let Ok(busy) = self.resync() else { continue };
+            return Ok(busy.then_some(events));
+        }
+        Err(anyhow!(
+            Failure::new(code::FAILED, format!("lost the event stream of instance {}", self.record.label()))
+                .hint(format!("the answer may still be on the server: ocx wait {}", self.session))
+        ))
+    }
+
+    /// Catch up from the server's own records: print what the session's messages hold beyond
+    /// what was printed, answer requests still waiting. Whether the session is still busy.
+    pub(super) fn resync(&mut self) -> Result<bool> {
+        // Status first: messages read after the session was seen idle are final (read before,
+        // they could hold a reply that ended in between, with its text still empty).
+        let busy = self.client.busy_sessions().map(|b| b.contains_key(&self.session)).unwrap_or(true);
+        let messages = self.client.messages(&self.session)?;
+        self.catch_up(&messages)?;
+        self.answerer.pending(self.client, &mut self.printer, &self.sessions)?;
+        // A prompt the server has stored but not begun to answer is under way too.
+        let answered = messages.iter().any(|m| {
+            m["info"]["role"] == "assistant" && m["info"]["parentID"].as_str() == self.prompt_message.as_deref()
+        });
+        Ok(busy || (self.prompt_message.is_some() && !answered))
+    }
+
+    /// The sessions this one started (subagents), whose requests are this turn's to answer.
+    pub(super) fn subagents(&mut self) -> Result<()> {
+        let sessions = self.client.sessions()?;
+        loop {
+            let before = self.sessions.len();
+            for s in &sessions {
+                if let (Some(id), Some(parent)) = (s["id"].as_str(), s["parentID"].as_str())
+                    && self.sessions.contains(parent)
+                {
+                    self.sessions.insert(id.to_string());
+                }
+            }
+            if self.sessions.len() == before {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Print what the messages hold beyond what was printed: the parts of this turn's answers.
+    pub(super) fn catch_up(&mut self, messages: &[Value]) -> Result<()> {
+        let prompt = self.prompt_message.clone().or_else(|| {
+            messages
+                .iter()
+                .rev()
+                .find(|m| m["info"]["role"] == "user")
+                .and_then(|m| m["info"]["id"].as_str())
+                .map(String::from)
+        });
+        self.prompt_message = prompt.clone();
+        for message in messages {
+            let info = &message["info"];
+            if info["role"] != "assistant" || info["parentID"].as_str() != prompt.as_deref() {
+                continue;
+            }
+            if let Some(id) = info["id"].as_str() {
+                self.roles.insert(id.to_string(), "assistant".into());
+            }
+            // The session failed while the stream was down.
+            if let Some(message) = info["error"]["data"]["message"].as_str().or(info["error"]["name"].as_str())
+                && !(self.aborting && info["error"]["name"] == "MessageAbortedError")
+            {
+                self.error = Some(message.to_string());
+            }
+            for raw in message["parts"].as_array().into_iter().flatten() {
+                if let Ok(part) = serde_json::from_value::<Part>(raw.clone()) {
+                    self.part(&part, raw, false)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
