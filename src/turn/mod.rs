@@ -20,10 +20,8 @@ use serde_json::{Value, json};
 
 use crate::error::{Failure, code};
 use crate::events::{Event, Part, Status};
-use crate::home::Home;
 use crate::output;
 use crate::process;
-use crate::record::Record;
 use crate::server::Client;
 use answer::Answerer;
 use print::Printer;
@@ -60,6 +58,28 @@ pub struct Options {
     pub permissions: Permissions,
 }
 
+/// What became of the server, asked when its event stream dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Still running (or not the caller's to look at, such as another host's): get the stream back.
+    Alive,
+    /// Its process is gone.
+    Gone,
+    /// Its process is gone and its watcher started a new one; the answer went with the old one.
+    Restarted,
+}
+
+/// How a turn learns whether the server it follows still runs, and how it names it: the caller
+/// knows the instance (its record, its processes), the turn only talks to the server.
+pub trait Liveness {
+    /// Asked each time the turn tries to get a dropped event stream back.
+    fn fate(&self) -> Result<Fate>;
+    /// The instance as messages name it.
+    fn label(&self) -> &str;
+    /// The instance's id, for `ocx logs ID`.
+    fn id(&self) -> &str;
+}
+
 /// Whether the session's latest prompt has a finished reply (or failed), from its messages.
 /// Stored messages are shared by every server of a user (one database); a reply's `completed`
 /// time is set when its step ends.
@@ -82,9 +102,8 @@ enum Step {
 
 /// One turn of a session, followed.
 pub struct Turn<'a> {
-    home: &'a Home,
     client: &'a Client,
-    record: &'a Record,
+    server: &'a dyn Liveness,
     pub session: String,
     options: Options,
     /// This session and the sessions it started (subagents), whose requests are answered too.
@@ -105,11 +124,11 @@ pub struct Turn<'a> {
 }
 
 impl<'a> Turn<'a> {
-    pub fn new(home: &'a Home, client: &'a Client, record: &'a Record, session: String, options: Options) -> Self {
+    /// A turn of `session` on the server `client` talks to; `server` says whether it still runs.
+    pub fn new(client: &'a Client, session: String, options: Options, server: &'a dyn Liveness) -> Self {
         Turn {
-            home,
             client,
-            record,
+            server,
             sessions: HashSet::from([session.clone()]),
             printer: Printer::new(options.format, &session),
             answerer: Answerer::new(options.permissions),

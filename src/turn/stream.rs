@@ -8,11 +8,9 @@ use std::time::Duration;
 use anyhow::{Result, anyhow};
 use serde_json::Value;
 
-use super::{SETTLE, Turn};
+use super::{Fate, SETTLE, Turn};
 use crate::error::{Failure, code};
 use crate::events::Part;
-use crate::instance;
-use crate::record;
 use crate::server::{Client, Events};
 
 /// Waits between attempts to get the event stream back (about 8 s in all).
@@ -47,17 +45,16 @@ impl Turn<'_> {
     pub(super) fn reconnect(&mut self) -> Result<Option<Stream>> {
         self.printer.lose_sync();
         for delay in RECONNECT_DELAYS_MS {
-            if self.record.remote.is_none() && instance::server(self.record)?.is_none() {
+            let what = match self.server.fate()? {
+                Fate::Alive => None,
+                Fate::Gone => Some("died while answering"),
+                Fate::Restarted => Some("died while answering; its watcher restarted it"),
+            };
+            if let Some(what) = what {
                 self.in_flight = false;
-                let restarted = record::load(self.home, &self.record.id)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|now| now.pid != self.record.pid && now.restarts > self.record.restarts);
-                let what =
-                    if restarted { "died while answering; its watcher restarted it" } else { "died while answering" };
                 return Err(anyhow!(
-                    Failure::new(code::FAILED, format!("instance {} {what}", self.record.label()))
-                        .hint(format!("see its log: ocx logs {}", self.record.id))
+                    Failure::new(code::FAILED, format!("instance {} {what}", self.server.label()))
+                        .hint(format!("see its log: ocx logs {}", self.server.id()))
                 ));
             }
             std::thread::sleep(Duration::from_millis(delay));
@@ -66,7 +63,7 @@ impl Turn<'_> {
             return Ok(busy.then_some(events));
         }
         Err(anyhow!(
-            Failure::new(code::FAILED, format!("lost the event stream of instance {}", self.record.label()))
+            Failure::new(code::FAILED, format!("lost the event stream of instance {}", self.server.label()))
                 .hint(format!("the answer may still be on the server: ocx wait {}", self.session))
         ))
     }
