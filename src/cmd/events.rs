@@ -1,6 +1,7 @@
 //! `ocx events`: the live event streams of one or many instances in one output, until Ctrl-C.
 //! Each instance is followed on a thread of its own, reconnected with backoff when its stream
-//! drops (a restart, a crash); with `--all` (or no instance named) new instances are picked up.
+//! drops (a restart, a crash) or goes silent (`server::EVENTS_SILENCE`: a half-open connection);
+//! with `--all` (or no instance named) new instances are picked up.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
