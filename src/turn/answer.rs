@@ -4,22 +4,23 @@
 
 use std::collections::HashSet;
 use std::io::BufRead;
+use std::io::Write;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::time::Duration;
+use std::time::Instant;
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use serde_json::{Value, json};
 
-use super::Permissions;
 use super::print::Printer;
-use crate::error::{Failure, code};
+use super::{POLL, Permissions, interruption};
 use crate::events::{Permission, Question};
-use crate::process;
 use crate::server::Client;
 
 /// The policy, and what it answered.
 pub struct Answerer {
     permissions: Permissions,
+    /// The turn's `--timeout`, which waiting at the terminal must not outlast.
+    deadline: Option<Instant>,
     /// Permission and question requests already answered.
     answered: HashSet<String>,
     /// Lines typed at the terminal, for `--permission ask` (read on a thread of its own).
@@ -27,11 +28,12 @@ pub struct Answerer {
 }
 
 impl Answerer {
-    pub fn new(permissions: Permissions) -> Self {
-        Answerer { permissions, answered: HashSet::new(), typed: None }
+    pub fn new(permissions: Permissions, deadline: Option<Instant>) -> Self {
+        Answerer { permissions, deadline, answered: HashSet::new(), typed: None }
     }
 
-    /// Answer a permission request of this turn's sessions, as `--permission` says.
+    /// Answer a permission request of this turn's sessions, as `--permission` says. Left
+    /// unanswered when Ctrl-C or the deadline came while asking: the turn aborts the prompt.
     pub fn permission(
         &mut self,
         client: &Client,
@@ -48,7 +50,8 @@ impl Answerer {
             Permissions::Allow => "once",
             Permissions::Ask => {
                 let prompt = format!("permission: {what} — allow [o]nce, [a]lways, or [r]eject? ");
-                match self.ask(printer, &prompt, &["o", "a", "r"])?.as_str() {
+                let Some(typed) = self.ask(printer, &prompt, &["o", "a", "r"]) else { return Ok(()) };
+                match typed.as_str() {
                     "o" => "once",
                     "a" => "always",
                     _ => "reject",
@@ -65,7 +68,8 @@ impl Answerer {
         printer.json_line("permission", json!({"permission": raw, "reply": reply}))
     }
 
-    /// Answer the agent's question: dismissed, unless `--permission ask` lets the user answer.
+    /// Answer the agent's question: dismissed, unless `--permission ask` lets the user answer
+    /// (left unanswered when Ctrl-C or the deadline came while asking, as a permission).
     pub fn question(&mut self, client: &Client, printer: &mut Printer, question: &Question, raw: &Value) -> Result<()> {
         if !self.answered.insert(question.id.clone()) {
             return Ok(());
@@ -84,7 +88,7 @@ impl Answerer {
                     q.question,
                     options.join("\n")
                 );
-                let typed = self.ask(printer, &prompt, &[])?;
+                let Some(typed) = self.ask(printer, &prompt, &[]) else { return Ok(()) };
                 if typed.is_empty() {
                     answers.clear();
                     break;
@@ -127,8 +131,8 @@ impl Answerer {
     }
 
     /// Ask the user at the terminal; one line (lowercase, trimmed). With `choices`, until it is
-    /// one of them. Ctrl-C still works while waiting.
-    fn ask(&mut self, printer: &mut Printer, prompt: &str, choices: &[&str]) -> Result<String> {
+    /// one of them. None when Ctrl-C or the deadline came first.
+    fn ask(&mut self, printer: &mut Printer, prompt: &str, choices: &[&str]) -> Option<String> {
         let typed = self.typed.get_or_insert_with(|| {
             let (tx, rx) = mpsc::channel();
             std::thread::spawn(move || {
@@ -142,24 +146,25 @@ impl Answerer {
             rx
         });
         loop {
+            if interruption(self.deadline).is_some() {
+                return None;
+            }
             let _ = printer.end_line();
-            use std::io::Write;
             let _ = write!(std::io::stderr(), "{prompt}");
             let line = loop {
-                match typed.recv_timeout(Duration::from_millis(100)) {
+                match typed.recv_timeout(POLL) {
                     Ok(line) => break line.trim().to_lowercase(),
                     Err(RecvTimeoutError::Disconnected) => break String::new(),
                     Err(RecvTimeoutError::Timeout) => {}
                 }
-                if process::interrupted() {
-                    return Err(anyhow!(Failure::new(
-                        code::INTERRUPTED,
-                        "interrupted; aborted the prompt on the server"
-                    )));
+                if interruption(self.deadline).is_some() {
+                    // The question stays on the screen; what ocx says next goes below it.
+                    let _ = writeln!(std::io::stderr());
+                    return None;
                 }
             };
             if choices.is_empty() || choices.contains(&line.as_str()) || line.is_empty() {
-                return Ok(line);
+                return Some(line);
             }
         }
     }

@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use serde_json::{Value, json};
 
 use crate::error::{Failure, code};
@@ -29,6 +29,8 @@ use stream::Stream;
 
 /// How long to wait for the server to confirm a subscription, or an abort.
 const SETTLE: Duration = Duration::from_secs(5);
+/// How often a wait looks up from what it waits for to see whether Ctrl-C or the deadline came.
+const POLL: Duration = Duration::from_millis(100);
 
 /// How the answer is printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +133,7 @@ impl<'a> Turn<'a> {
             server,
             sessions: HashSet::from([session.clone()]),
             printer: Printer::new(options.format, &session),
-            answerer: Answerer::new(options.permissions),
+            answerer: Answerer::new(options.permissions, options.deadline),
             session,
             options,
             roles: HashMap::new(),
@@ -145,7 +147,7 @@ impl<'a> Turn<'a> {
 
     /// Send `body` as the session's next prompt and follow it until the session is idle.
     pub fn prompt(&mut self, body: &Value) -> Result<()> {
-        let events = stream::subscribe(self.client).context("cannot subscribe to the server's events")?;
+        let events = self.subscribe()?;
         self.in_flight = true;
         self.client.prompt_async(&self.session, body)?;
         self.follow_events(events)
@@ -154,9 +156,11 @@ impl<'a> Turn<'a> {
     /// Follow the turn the session is on until it is idle, printing what it answered so far
     /// first; a session that is idle already shows its last turn.
     pub fn follow(&mut self, abort_on_exit: bool) -> Result<()> {
-        let events = stream::subscribe(self.client).context("cannot subscribe to the server's events")?;
+        let events = self.subscribe()?;
         self.subagents()?;
-        match self.resync()? {
+        let busy = self.resync();
+        self.check_interruptions(Some(&events))?;
+        match busy? {
             true => {
                 self.in_flight = abort_on_exit;
                 self.follow_events(events)
@@ -167,7 +171,7 @@ impl<'a> Turn<'a> {
 
     fn follow_events(&mut self, mut events: Stream) -> Result<()> {
         loop {
-            match events.recv_timeout(Duration::from_millis(100)) {
+            match events.recv_timeout(POLL) {
                 Ok(Some(event)) => {
                     if self.handle(&event)? == Step::Done {
                         self.in_flight = false;
@@ -183,7 +187,7 @@ impl<'a> Turn<'a> {
                 },
                 Err(RecvTimeoutError::Timeout) => {}
             }
-            self.check_interruptions(&events)?;
+            self.check_interruptions(Some(&events))?;
         }
         // The turn is over: what is stored is final. An update the stream carried before ocx
         // subscribed (while the stored text was still empty) is printed from it now.
@@ -195,16 +199,23 @@ impl<'a> Turn<'a> {
     }
 
     /// Ctrl-C or the deadline: abort the prompt on the server, and fail with 130 or 4.
-    fn check_interruptions(&mut self, events: &Stream) -> Result<()> {
-        if process::interrupted() {
-            self.abort(events);
-            return Err(anyhow!(Failure::new(code::INTERRUPTED, "interrupted; aborted the prompt on the server")));
+    fn check_interruptions(&mut self, events: Option<&Stream>) -> Result<()> {
+        let Some(failure) = interruption(self.options.deadline) else { return Ok(()) };
+        self.abort(events);
+        Err(anyhow!(failure))
+    }
+
+    /// Sleep for `pause`, unless Ctrl-C or the deadline comes first (then abort and fail).
+    fn pause(&mut self, pause: Duration) -> Result<()> {
+        let until = Instant::now() + pause;
+        loop {
+            self.check_interruptions(None)?;
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            std::thread::sleep(left.min(POLL));
         }
-        if self.options.deadline.is_some_and(|d| Instant::now() >= d) {
-            self.abort(events);
-            return Err(anyhow!(Failure::new(code::TIMED_OUT, "timed out; aborted the prompt on the server")));
-        }
-        Ok(())
     }
 
     fn outcome(&mut self) -> Result<()> {
@@ -302,14 +313,16 @@ impl<'a> Turn<'a> {
         self.printer.part(part, raw, live)
     }
 
-    /// Ask the server to stop the prompt and wait (briefly) until the session is idle.
-    fn abort(&mut self, events: &Stream) {
+    /// Ask the server to stop the prompt and, with a stream to see it on, wait (briefly) until
+    /// the session is idle.
+    fn abort(&mut self, events: Option<&Stream>) {
         self.aborting = true;
         self.in_flight = false;
         let _ = self.client.abort(&self.session);
+        let Some(events) = events else { return };
         let deadline = Instant::now() + SETTLE;
         while Instant::now() < deadline {
-            match events.recv_timeout(Duration::from_millis(100)) {
+            match events.recv_timeout(POLL) {
                 Ok(Some(event)) => {
                     if self.handle(&event).is_ok_and(|s| s == Step::Done) {
                         return;
@@ -334,6 +347,17 @@ impl Drop for Turn<'_> {
         if self.in_flight {
             let _ = self.client.abort(&self.session);
         }
+    }
+}
+
+/// Ctrl-C or the deadline, whichever came, as the failure the turn ends with.
+fn interruption(deadline: Option<Instant>) -> Option<Failure> {
+    if process::interrupted() {
+        Some(Failure::new(code::INTERRUPTED, "interrupted; aborted the prompt on the server"))
+    } else if deadline.is_some_and(|d| Instant::now() >= d) {
+        Some(Failure::new(code::TIMED_OUT, "timed out; aborted the prompt on the server"))
+    } else {
+        None
     }
 }
 

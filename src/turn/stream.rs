@@ -2,13 +2,13 @@
 //! getting a dropped stream back, and catching up from the server's stored messages on what the
 //! stream did not carry.
 
-use std::sync::mpsc::{self, Receiver};
-use std::time::Duration;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
 use serde_json::Value;
 
-use super::{Fate, SETTLE, Turn};
+use super::{Fate, POLL, SETTLE, Turn, interruption};
 use crate::error::{Failure, code};
 use crate::events::Part;
 use crate::server::{Client, Events};
@@ -19,10 +19,12 @@ const RECONNECT_DELAYS_MS: [u64; 6] = [100, 300, 600, 1000, 2000, 4000];
 /// The event stream as a turn reads it: events, then None when the stream ended.
 pub type Stream = Receiver<Option<Value>>;
 
-/// Open the event stream on a thread and wait for the server to confirm it.
-pub fn subscribe(client: &Client) -> Result<Stream> {
+/// Open the event stream on a thread and wait for the server to confirm it; Ctrl-C or the
+/// `deadline` cut the wait short (the caller tells them apart from a failure).
+fn open(client: &Client, deadline: Option<Instant>) -> Result<Stream> {
     let events: Events = client.events()?;
     let (tx, rx) = mpsc::channel();
+    // Ends with the stream: closed, failed, or silent for `server::EVENTS_SILENCE`.
     std::thread::spawn(move || {
         for event in events {
             let Ok(event) = event else { break };
@@ -32,16 +34,30 @@ pub fn subscribe(client: &Client) -> Result<Stream> {
         }
         let _ = tx.send(None);
     });
-    match rx.recv_timeout(SETTLE) {
-        Ok(Some(first)) if first["type"] == "server.connected" => Ok(rx),
-        Ok(Some(other)) => Err(anyhow!("the event stream began with {}, not server.connected", other["type"])),
-        _ => Err(anyhow!("the server did not confirm the event subscription")),
+    let settled = Instant::now() + SETTLE;
+    loop {
+        match rx.recv_timeout(POLL) {
+            Ok(Some(first)) if first["type"] == "server.connected" => return Ok(rx),
+            Ok(Some(other)) => {
+                return Err(anyhow!("the event stream began with {}, not server.connected", other["type"]));
+            }
+            Err(RecvTimeoutError::Timeout) if Instant::now() < settled && interruption(deadline).is_none() => {}
+            _ => return Err(anyhow!("the server did not confirm the event subscription")),
+        }
     }
 }
 
 impl Turn<'_> {
-    /// The stream dropped: get it back, then print what was missed and answer what was asked
-    /// meanwhile. None when the session finished meanwhile.
+    /// Subscribe to the server's events, unless Ctrl-C or the deadline comes first.
+    pub(super) fn subscribe(&mut self) -> Result<Stream> {
+        let subscribed = open(self.client, self.options.deadline);
+        self.check_interruptions(None)?;
+        subscribed.context("cannot subscribe to the server's events")
+    }
+
+    /// The stream dropped (or went silent): get it back, then print what was missed and answer
+    /// what was asked meanwhile. None when the session finished meanwhile. Ctrl-C and the
+    /// deadline are looked at all along, as while the stream is up.
     pub(super) fn reconnect(&mut self) -> Result<Option<Stream>> {
         self.printer.lose_sync();
         for delay in RECONNECT_DELAYS_MS {
@@ -57,9 +73,14 @@ impl Turn<'_> {
                         .hint(format!("see its log: ocx logs {}", self.server.id()))
                 ));
             }
-            std::thread::sleep(Duration::from_millis(delay));
-            let Ok(events) = subscribe(self.client) else { continue };
-            let Ok(busy) = self.resync() else { continue };
+            self.pause(Duration::from_millis(delay))?;
+            let subscribed = open(self.client, self.options.deadline);
+            self.check_interruptions(None)?;
+            let Ok(events) = subscribed else { continue };
+            // Answering may have waited at the terminal until Ctrl-C or the deadline.
+            let resynced = self.resync();
+            self.check_interruptions(Some(&events))?;
+            let Ok(busy) = resynced else { continue };
             return Ok(busy.then_some(events));
         }
         Err(anyhow!(
