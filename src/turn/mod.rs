@@ -4,8 +4,9 @@
 //! dropped event stream. `ocx run` sends a prompt and follows it; `ocx wait` follows the turn a
 //! session is on (or shows its last one).
 //!
-//! Here the turn and its loop; `stream` follows the event stream (and gets it back), `answer`
-//! answers the server's requests, `print` prints.
+//! Here the turn and its loop; `stream` follows the event stream (and gets it back when it
+//! drops or goes silent), `answer` answers the server's requests, `print` prints. Whether the
+//! server is still running the turn learns from its caller (`Liveness`).
 
 mod answer;
 mod print;
@@ -52,10 +53,12 @@ pub enum Permissions {
     Ask,
 }
 
+/// How a turn is followed.
 pub struct Options {
     pub format: Format,
     /// Give up after the server retried a failing model this many times.
     pub retries: Option<u32>,
+    /// `--timeout`: then the prompt is aborted on the server (exit 4), whatever ocx is doing.
     pub deadline: Option<Instant>,
     pub permissions: Permissions,
 }
