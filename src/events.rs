@@ -152,75 +152,47 @@ pub struct Tokens {
     pub output: u64,
 }
 
-/// A part of a message.
+/// A part of a message: the ids every part carries, and what kind of part it is.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Part {
+    #[serde(flatten)]
+    pub ids: PartIds,
+    #[serde(flatten)]
+    pub kind: PartKind,
+}
+
+/// Which part, of which message, of which session.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PartIds {
+    pub id: String,
+    #[serde(rename = "messageID")]
+    pub message: String,
+    #[serde(rename = "sessionID")]
+    pub session: String,
+}
+
+/// The kinds of part ocx acts on; the others are `Other`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type")]
-pub enum Part {
+pub enum PartKind {
     #[serde(rename = "text")]
     Text {
-        id: String,
-        #[serde(rename = "messageID")]
-        message: String,
-        #[serde(rename = "sessionID")]
-        session: String,
         #[serde(default)]
         text: String,
         #[serde(default)]
         time: PartTime,
     },
     #[serde(rename = "tool")]
-    Tool {
-        id: String,
-        #[serde(rename = "messageID")]
-        message: String,
-        #[serde(rename = "sessionID")]
-        session: String,
-        tool: String,
-        state: ToolState,
-    },
+    Tool { tool: String, state: ToolState },
     #[serde(rename = "step-start")]
-    StepStart {
-        id: String,
-        #[serde(rename = "messageID")]
-        message: String,
-        #[serde(rename = "sessionID")]
-        session: String,
-    },
+    StepStart {},
     #[serde(rename = "step-finish")]
     StepFinish {
-        id: String,
-        #[serde(rename = "messageID")]
-        message: String,
-        #[serde(rename = "sessionID")]
-        session: String,
         #[serde(default)]
         tokens: Option<Tokens>,
     },
     #[serde(other)]
     Other,
-}
-
-impl Part {
-    /// The part's id and its message's (None for parts ocx does not know).
-    pub fn ids(&self) -> Option<(&str, &str)> {
-        match self {
-            Part::Text { id, message, .. }
-            | Part::Tool { id, message, .. }
-            | Part::StepStart { id, message, .. }
-            | Part::StepFinish { id, message, .. } => Some((id, message)),
-            Part::Other => None,
-        }
-    }
-
-    pub fn session(&self) -> Option<&str> {
-        match self {
-            Part::Text { session, .. }
-            | Part::Tool { session, .. }
-            | Part::StepStart { session, .. }
-            | Part::StepFinish { session, .. } => Some(session),
-            Part::Other => None,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -306,7 +278,7 @@ impl Event {
             Event::SessionError { session, .. } => session.as_deref(),
             Event::SessionCreated { info } | Event::SessionUpdated { info } => Some(&info.id),
             Event::MessageUpdated { info } => Some(&info.session),
-            Event::PartUpdated { part } => part.session(),
+            Event::PartUpdated { part } => Some(&part.ids.session),
             Event::PermissionAsked(p) => Some(&p.session),
             Event::QuestionAsked(q) => Some(&q.session),
             Event::Connected {} | Event::Heartbeat {} | Event::Other => None,
@@ -346,16 +318,17 @@ mod tests {
         assert!(matches!(recorded("session.status--busy"), Event::SessionStatus { status: Status::Busy, .. }));
         let Event::SessionError { error: Some(error), .. } = recorded("session.error") else { panic!() };
         assert_eq!((error.name.as_str(), error.message()), ("MessageAbortedError", "Aborted".to_string()));
-        let Event::PartUpdated { part: Part::Tool { tool, state, .. } } =
+        let Event::PartUpdated { part: Part { ids, kind: PartKind::Tool { tool, state } } } =
             recorded("message.part.updated--tool-bash-running")
         else {
             panic!()
         };
+        assert!(ids.id.starts_with("prt_") && ids.message.starts_with("msg_") && ids.session.starts_with("ses_"));
         assert_eq!(
             (tool.as_str(), state.status.as_str(), &state.input["command"]),
             ("bash", "running", &"echo hi".into())
         );
-        let Event::PartUpdated { part: Part::StepFinish { tokens: Some(t), .. } } =
+        let Event::PartUpdated { part: Part { kind: PartKind::StepFinish { tokens: Some(t) }, .. } } =
             recorded("message.part.updated--step-finish")
         else {
             panic!()
@@ -374,5 +347,27 @@ mod tests {
             serde_json::json!({"type": "permission.asked", "properties": {"requestID": "per_1", "sessionID": "s"}});
         let err = Event::parse(&raw).unwrap_err().to_string();
         assert!(err.contains("missing field `id`"), "{err}");
+    }
+
+    #[test]
+    fn parts_share_one_set_of_ids_whatever_their_kind() {
+        let Event::PartUpdated { part } = recorded("message.part.updated--text-final") else { panic!() };
+        let PartKind::Text { text, time } = &part.kind else { panic!("{part:?}") };
+        assert!(!text.is_empty() && time.end.is_some());
+        assert!(part.ids.id.starts_with("prt_") && part.ids.message.starts_with("msg_"));
+        assert_eq!(Event::PartUpdated { part: part.clone() }.session(), Some(part.ids.session.as_str()));
+        assert!(matches!(
+            recorded("message.part.updated--step-start"),
+            Event::PartUpdated { part: Part { kind: PartKind::StepStart {}, .. } }
+        ));
+        // A kind ocx does not know still has its ids; a part without them fails loudly.
+        let ids = serde_json::json!({"id": "prt_1", "messageID": "msg_1", "sessionID": "ses_1"});
+        let mut reasoning = ids.clone();
+        reasoning["type"] = "reasoning".into();
+        reasoning["text"] = "hm".into();
+        let part: Part = serde_json::from_value(reasoning).unwrap();
+        assert_eq!((part.kind, part.ids.session.as_str()), (PartKind::Other, "ses_1"));
+        let err = serde_json::from_value::<Part>(serde_json::json!({"id": "p", "sessionID": "s", "type": "text"}));
+        assert!(err.unwrap_err().to_string().contains("missing field `messageID`"));
     }
 }

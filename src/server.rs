@@ -16,6 +16,11 @@ use crate::record::Record;
 /// then the one newer builds have (a 404 from the first means "ask the next").
 pub const HEALTH_PATHS: [&str; 2] = ["/global/health", "/api/health"];
 
+/// The server sends `server.heartbeat` every 10 s on every event stream: one silent for this
+/// long is dead even though its connection looks open (a half-open connection, a stalled
+/// proxy). Reading it then fails, and its reader reconnects as for a stream the server closed.
+pub const EVENTS_SILENCE: Duration = Duration::from_secs(30);
+
 /// An HTTP client for one server.
 pub struct Client {
     agent: Agent,
@@ -169,8 +174,13 @@ impl Client {
 
     /// `GET /event`: the server's event stream, one JSON value per event. The request has no
     /// overall timeout (the stream is meant to stay open), only one for connecting and one for
-    /// the answer's head: a server still starting can accept a connection and never answer it.
+    /// the answer's head (a server still starting can accept a connection and never answer it),
+    /// and reading fails after `EVENTS_SILENCE` without a byte.
     pub fn events(&self) -> Result<Events> {
+        self.events_silent_for(EVENTS_SILENCE)
+    }
+
+    fn events_silent_for(&self, silence: Duration) -> Result<Events> {
         let url = format!("{}/event", self.base);
         let req = self
             .request(self.agent.get(&url))
@@ -178,6 +188,8 @@ impl Client {
             .timeout_global(None)
             .timeout_connect(Some(Duration::from_secs(5)))
             .timeout_recv_response(Some(Duration::from_secs(5)))
+            // Each read of the socket, not the whole body: an idle timeout.
+            .timeout_per_read(Some(silence))
             .build();
         let resp = check(req.call().with_context(|| format!("GET {url}"))?)?;
         Ok(Events { reader: BufReader::new(Box::new(resp.into_body().into_reader())) })
@@ -223,7 +235,8 @@ pub struct Events {
 impl Iterator for Events {
     type Item = Result<Value>;
 
-    /// The next event; None when the server closed the stream.
+    /// The next event; None when the server closed the stream, an error when reading it failed
+    /// (it was silent for `EVENTS_SILENCE`, for one).
     fn next(&mut self) -> Option<Result<Value>> {
         let mut data = String::new();
         loop {
@@ -252,9 +265,37 @@ impl Iterator for Events {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::time::{Duration, Instant};
+
     #[test]
     fn basic_auth_is_rfc_7617() {
         assert_eq!(super::basic_auth("opencode", "pw"), "Basic b3BlbmNvZGU6cHc=");
         assert_eq!(super::basic_auth("a", ""), "Basic YTo=");
+    }
+
+    /// A stream that says one event and then nothing, its connection open: reading it fails
+    /// once it has been silent for the limit, not never.
+    #[test]
+    fn a_silent_event_stream_fails_to_read() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let _ = conn.read(&mut [0; 4096]);
+            let event = "data: {\"type\":\"server.connected\",\"properties\":{}}\n\n";
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+            write!(conn, "{head}{:x}\r\n{event}\r\n", event.len()).unwrap();
+            // Held open, silent, well past the limit.
+            std::thread::sleep(Duration::from_secs(10));
+        });
+        let client = super::Client::new(&format!("http://127.0.0.1:{port}"), "opencode", None, Duration::from_secs(5));
+        let mut events = client.events_silent_for(Duration::from_millis(300)).unwrap();
+        assert_eq!(events.next().unwrap().unwrap()["type"], "server.connected");
+        let started = Instant::now();
+        assert!(events.next().is_some_and(|e| e.is_err()), "silence is an error");
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(5), "{took:?}");
     }
 }

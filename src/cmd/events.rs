@@ -1,6 +1,7 @@
 //! `ocx events`: the live event streams of one or many instances in one output, until Ctrl-C.
 //! Each instance is followed on a thread of its own, reconnected with backoff when its stream
-//! drops (a restart, a crash); with `--all` (or no instance named) new instances are picked up.
+//! drops (a restart, a crash) or goes silent (`server::EVENTS_SILENCE`: a half-open connection);
+//! with `--all` (or no instance named) new instances are picked up.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -11,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use crate::cli::EventsArgs;
 use crate::error::{Failure, code};
-use crate::events::{Event, Part, Status};
+use crate::events::{Event, Part, PartKind, Status};
 use crate::home::Home;
 use crate::record::{self, Record};
 use crate::server::Client;
@@ -130,15 +131,32 @@ fn follow(
     });
 }
 
+/// Beyond this many sessions a printer keeps what it showed of, it forgets the one heard from
+/// longest ago: at worst, one of that session's states is said again.
+const MAX_SESSIONS: usize = 256;
+
 /// Turns events into lines: the server's JSON (with the instance) or one line per event that
-/// matters, with what it takes to say it (which tool call is which, what was asked).
+/// matters, with what it takes to say it (which tool call is which, what was asked), kept per
+/// session and bounded: a session's is forgotten once it is idle, and only so many are kept.
 struct Printer {
     json: bool,
     text: bool,
     session: Option<String>,
-    /// The last state shown of each tool part, and of each session (by instance).
+    /// What was shown of each session, by instance and session.
+    sessions: HashMap<(String, String), Shown>,
+    /// Counts the events that touched a session, to tell which was heard from longest ago.
+    clock: u64,
+}
+
+/// What was shown of one session's events: enough to say each change once.
+#[derive(Default)]
+struct Shown {
+    /// The printer's clock when the session was last heard from.
+    touched: u64,
+    /// Its last status shown (the server repeats a status).
+    status: Option<String>,
+    /// The last state shown of each tool part.
     tools: HashMap<String, String>,
-    statuses: HashMap<String, String>,
     /// What each permission or question asked, by request id.
     asked: HashMap<String, String>,
     /// Messages whose end was shown.
@@ -149,19 +167,18 @@ struct Printer {
 
 impl Printer {
     fn new(args: &EventsArgs) -> Self {
-        Printer {
-            json: args.json,
-            text: args.text,
-            session: args.session.clone(),
-            tools: HashMap::new(),
-            statuses: HashMap::new(),
-            asked: HashMap::new(),
-            finished: HashSet::new(),
-            text_lines: HashMap::new(),
-        }
+        Printer { json: args.json, text: args.text, session: args.session.clone(), sessions: HashMap::new(), clock: 0 }
     }
 
     fn print(&mut self, id: &str, label: &str, item: Item) -> Result<()> {
+        for line in self.lines(id, label, item) {
+            output::line(line)?;
+        }
+        Ok(())
+    }
+
+    /// What to print for `item` of instance `id`.
+    fn lines(&mut self, id: &str, label: &str, item: Item) -> Vec<String> {
         let (kind, gap) = match item {
             Item::Event(raw) => return self.event(id, label, raw),
             Item::Connected(None) => ("ocx.connected", None),
@@ -174,7 +191,7 @@ impl Printer {
             if let Some(gap) = gap {
                 line["gap_ms"] = (gap.as_millis() as u64).into();
             }
-            return Ok(output::line(line)?);
+            return vec![line.to_string()];
         }
         let what = match (kind, gap) {
             ("ocx.connected", _) => "connected".to_string(),
@@ -184,15 +201,30 @@ impl Printer {
             ("ocx.disconnected", _) => "disconnected; reconnecting".to_string(),
             _ => "gone (stopped)".to_string(),
         };
-        self.line(label, None, &what)
+        vec![stamped(label, None, &what)]
     }
 
-    fn event(&mut self, id: &str, label: &str, raw: Value) -> Result<()> {
+    /// What was shown of `session` of instance `id`, heard from now.
+    fn shown(&mut self, id: &str, session: &str) -> &mut Shown {
+        self.clock += 1;
+        let key = (id.to_string(), session.to_string());
+        if !self.sessions.contains_key(&key)
+            && self.sessions.len() >= MAX_SESSIONS
+            && let Some(oldest) = self.sessions.iter().min_by_key(|(_, s)| s.touched).map(|(k, _)| k.clone())
+        {
+            self.sessions.remove(&oldest);
+        }
+        let shown = self.sessions.entry(key).or_default();
+        shown.touched = self.clock;
+        shown
+    }
+
+    fn event(&mut self, id: &str, label: &str, raw: Value) -> Vec<String> {
         let event = Event::parse(&raw).unwrap_or(Event::Other);
         if let (Some(wanted), Some(session)) = (&self.session, event.session())
             && wanted != session
         {
-            return Ok(());
+            return Vec::new();
         }
         if self.json {
             let mut line = Map::new();
@@ -200,7 +232,7 @@ impl Printer {
             if let Value::Object(fields) = raw {
                 line.extend(fields);
             }
-            return Ok(output::line(Value::Object(line))?);
+            return vec![Value::Object(line).to_string()];
         }
         let session = event.session().map(str::to_string);
         let what = match event {
@@ -211,10 +243,16 @@ impl Printer {
                     Status::Idle => "idle".to_string(),
                     Status::Retry { attempt, message, .. } => format!("retry {attempt}: {message}"),
                 };
-                if self.statuses.insert(format!("{id} {session}"), what.clone()).as_ref() == Some(&what) {
-                    return Ok(());
+                if self.shown(id, &session).status.replace(what.clone()).as_ref() == Some(&what) {
+                    return Vec::new();
                 }
                 what
+            }
+            // The turn is over: what it takes to say its events is not needed any more.
+            Event::SessionIdle { session } => {
+                let shown = self.shown(id, &session);
+                *shown = Shown { touched: shown.touched, status: shown.status.take(), ..Shown::default() };
+                return Vec::new();
             }
             Event::SessionError { error: Some(error), .. } => format!("error: {}", error.message()),
             Event::SessionCreated { info } => match info.parent {
@@ -222,8 +260,8 @@ impl Printer {
                 None => format!("session created: {}", info.title),
             },
             Event::MessageUpdated { info } if info.role == "assistant" && info.time.completed.is_some() => {
-                if !self.finished.insert(info.id) {
-                    return Ok(());
+                if !self.shown(id, &info.session).finished.insert(info.id) {
+                    return Vec::new();
                 }
                 let tokens =
                     info.tokens.map(|t| format!(": {} in, {} out tokens", t.input, t.output)).unwrap_or_default();
@@ -233,38 +271,38 @@ impl Printer {
                     None => format!("message finished{why}{tokens}"),
                 }
             }
-            Event::PartUpdated { part: Part::Tool { id: part, tool, state, .. } } => {
+            Event::PartUpdated { part: Part { ids, kind: PartKind::Tool { tool, state } } } => {
                 let status = state.status.clone();
-                if status == "pending" || self.tools.get(&part) == Some(&status) {
-                    return Ok(());
+                let tools = &mut self.shown(id, &ids.session).tools;
+                if status == "pending" || tools.get(&ids.id) == Some(&status) {
+                    return Vec::new();
                 }
-                self.tools.insert(part, status.clone());
+                tools.insert(ids.id, status.clone());
                 let error = state.error.map(|e| format!(": {e}")).unwrap_or_default();
                 format!("tool {tool}: {} ({status}){error}", turn::short_input(&state.input))
             }
-            Event::PartUpdated { part: Part::Text { id: part, time, .. } } if self.text && time.end.is_some() => {
-                match self.text_lines.remove(&part).filter(|rest| !rest.is_empty()) {
+            Event::PartUpdated { part: Part { ids, kind: PartKind::Text { time, .. } } }
+                if self.text && time.end.is_some() =>
+            {
+                match self.shown(id, &ids.session).text_lines.remove(&ids.id).filter(|rest| !rest.is_empty()) {
                     Some(rest) => format!("text: {rest}"),
-                    None => return Ok(()),
+                    None => return Vec::new(),
                 }
             }
-            Event::PartDelta { part, field, delta, .. } if self.text && field == "text" => {
-                let pending = self.text_lines.entry(part).or_default();
+            Event::PartDelta { session, part, field, delta, .. } if self.text && field == "text" => {
+                let pending = self.shown(id, &session).text_lines.entry(part).or_default();
                 pending.push_str(&delta);
-                let Some(end) = pending.rfind('\n') else { return Ok(()) };
+                let Some(end) = pending.rfind('\n') else { return Vec::new() };
                 let lines: String = pending.drain(..=end).collect();
-                for line in lines.lines() {
-                    self.line(label, session.as_deref(), &format!("text: {line}"))?;
-                }
-                return Ok(());
+                return lines.lines().map(|line| stamped(label, Some(&session), &format!("text: {line}"))).collect();
             }
             Event::PermissionAsked(p) => {
                 let what = format!("{} ({})", p.permission, p.patterns.join(", "));
-                self.asked.insert(p.id, what.clone());
+                self.shown(id, &p.session).asked.insert(p.id, what.clone());
                 format!("permission asked: {what}")
             }
-            Event::PermissionReplied { request, reply, .. } => {
-                let what = self.asked.remove(&request).unwrap_or(request);
+            Event::PermissionReplied { session, request, reply } => {
+                let what = self.shown(id, &session).asked.remove(&request).unwrap_or(request);
                 format!("permission {what}: {reply}")
             }
             Event::QuestionAsked(q) => {
@@ -277,30 +315,32 @@ impl Printer {
                     })
                     .collect::<Vec<_>>()
                     .join(" / ");
-                self.asked.insert(q.id, what.clone());
+                self.shown(id, &q.session).asked.insert(q.id, what.clone());
                 format!("question asked: {what}")
             }
-            Event::QuestionReplied { request, answers, .. } => {
-                let what = self.asked.remove(&request).unwrap_or(request);
+            Event::QuestionReplied { session, request, answers } => {
+                let what = self.shown(id, &session).asked.remove(&request).unwrap_or(request);
                 let given: Vec<String> = answers.iter().map(|a| a.join(", ")).collect();
                 format!("question {what}: answered {}", given.join(" / "))
             }
-            Event::QuestionRejected { request, .. } => {
-                format!("question {}: dismissed", self.asked.remove(&request).unwrap_or(request))
+            Event::QuestionRejected { session, request } => {
+                format!("question {}: dismissed", self.shown(id, &session).asked.remove(&request).unwrap_or(request))
             }
-            _ => return Ok(()),
+            _ => return Vec::new(),
         };
-        self.line(label, session.as_deref(), &what)
-    }
-
-    /// `10:02:03.123  api  ses_…  busy`
-    fn line(&self, label: &str, session: Option<&str>, what: &str) -> Result<()> {
-        let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-        let time = now.get(11..23).unwrap_or(&now);
-        let line = match session {
-            Some(session) => format!("{time}  {label}  {session}  {what}"),
-            None => format!("{time}  {label}  {what}"),
-        };
-        Ok(output::line(line)?)
+        vec![stamped(label, session.as_deref(), &what)]
     }
 }
+
+/// `10:02:03.123  api  ses_…  busy`
+fn stamped(label: &str, session: Option<&str>, what: &str) -> String {
+    let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    let time = now.get(11..23).unwrap_or(&now);
+    match session {
+        Some(session) => format!("{time}  {label}  {session}  {what}"),
+        None => format!("{time}  {label}  {what}"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -24,7 +24,8 @@ use anyhow::{Result, anyhow};
 use crate::cli::{Cli, Command, Format, PermissionPolicy};
 use crate::error::{Failure, code};
 use crate::home::Home;
-use crate::instance::launch::Started;
+use crate::instance::{self, launch::Started};
+use crate::record::{self, Record};
 use crate::remote::{self, Host, Hosts};
 use crate::{output, turn};
 
@@ -269,5 +270,35 @@ fn turn_format(format: Format) -> turn::Format {
     match format {
         Format::Text => turn::Format::Text,
         Format::Json => turn::Format::Json,
+    }
+}
+
+/// An instance's server as `run` and `wait` follow a turn on it: when the event stream drops,
+/// is it gone, or restarted by its watcher (a new PID, one restart more)? Another host's
+/// instance is not looked at here.
+struct Watched<'a> {
+    home: &'a Home,
+    record: &'a Record,
+}
+
+impl turn::Liveness for Watched<'_> {
+    fn fate(&self) -> Result<turn::Fate> {
+        let was = self.record;
+        if was.remote.is_some() || instance::server(was)?.is_some() {
+            return Ok(turn::Fate::Alive);
+        }
+        let restarted = record::load(self.home, &was.id)
+            .ok()
+            .flatten()
+            .is_some_and(|now| now.pid != was.pid && now.restarts > was.restarts);
+        Ok(if restarted { turn::Fate::Restarted } else { turn::Fate::Gone })
+    }
+
+    fn label(&self) -> &str {
+        self.record.label()
+    }
+
+    fn id(&self) -> &str {
+        &self.record.id
     }
 }

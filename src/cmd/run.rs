@@ -85,7 +85,8 @@ pub fn run(home: &Home, args: RunArgs, host: Option<&Host>) -> Result<()> {
         deadline: args.timeout.map(|t| Instant::now() + t),
         permissions,
     };
-    let mut turn = Turn::new(home, &client, &record, session, options);
+    let server = super::Watched { home, record: &record };
+    let mut turn = Turn::new(&client, session, options, &server);
     let result = turn.prompt(&body).and_then(|()| Ok(turn.finish_output()?));
     output::note(format_args!("session: {}", turn.session));
     // Dropping the turn aborts the prompt on the server if it did not finish (a closed pipe,

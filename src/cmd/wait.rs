@@ -41,7 +41,8 @@ pub fn run(home: &Home, args: WaitArgs) -> Result<()> {
         deadline: args.timeout.map(|t| Instant::now() + t),
         permissions,
     };
-    let mut turn = Turn::new(home, &client, &record, args.session.clone(), options);
+    let server = super::Watched { home, record: &record };
+    let mut turn = Turn::new(&client, args.session.clone(), options, &server);
     let result = turn.follow(true).and_then(|()| Ok(turn.finish_output()?));
     // As `run`: leaving early (a closed pipe, an error) aborts what the session is doing.
     drop(turn);

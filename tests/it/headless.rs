@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::support::proxy::Proxy;
 use crate::support::{Guard, TestEnv, session_of, wait_for};
 
 fn model_saw(env: &TestEnv, needle: &str) -> bool {
@@ -165,6 +166,24 @@ fn ask_asks_at_the_terminal_and_both_answers_work() {
     assert_eq!(exit.trim(), "0", "{}", tmux.screen());
     assert!(tmux.screen().contains("answered B"), "{}", tmux.screen());
     assert!(model_saw(&env, "=\\\"B\\\""), "the model got the answer");
+}
+
+/// `--timeout` holds while ocx waits at the terminal: the question is left, the prompt aborted.
+#[test]
+fn ask_gives_up_at_the_deadline() {
+    let env = TestEnv::new();
+    env.ask_permission_for_bash();
+    let id = env.start(&["--name", "late"])["id"].as_str().unwrap().to_string();
+    let (script, _, code) = script(&env, "late", "run late 'RUN:true' --permission ask --timeout 20");
+    let tmux = Tmux::new(&env, "late");
+    tmux.run(&script);
+    tmux.wait_for_text("allow [o]nce, [a]lways, or [r]eject?");
+    let exit = wait_for("ocx run to give up", Duration::from_secs(60), || std::fs::read_to_string(&code).ok());
+    assert_eq!(exit.trim(), "4", "{}", tmux.screen());
+    assert!(tmux.screen().contains("timed out; aborted the prompt on the server"), "{}", tmux.screen());
+    wait_for("the session to be idle", Duration::from_secs(10), || {
+        (crate::lifecycle::busy_count(&env.secrets(&id)) == 0).then_some(())
+    });
 }
 
 #[test]
@@ -331,4 +350,25 @@ fn events_follow_every_instance_as_json_and_as_lines() {
     Command::new("kill").args(["-INT", &json_child.0.id().to_string()]).status().unwrap();
     let status = wait_for("events --all to exit", Duration::from_secs(10), || json_child.0.try_wait().unwrap());
     assert_eq!(status.code(), Some(0));
+}
+
+/// A stream that stalls (open, silent) counts as dropped after 30 s: `events` says so, and says
+/// when it is back.
+#[test]
+fn events_get_a_stalled_stream_back() {
+    let env = TestEnv::new();
+    let started = env.start(&["--name", "quiet"]);
+    let id = started["id"].as_str().unwrap().to_string();
+    let proxy = Proxy::stall(started["port"].as_u64().unwrap() as u16, "session.status");
+    env.edit_record(&id, |r| r["url"] = format!("http://127.0.0.1:{}", proxy.port).into());
+    let (_events, lines) = events(&env, &["quiet"]);
+    until(&lines, "connected", |l| l.ends_with("quiet  connected"));
+    // Plain requests (through the proxy too): the only event stream is `events`'.
+    crate::lifecycle::prompt_async(&env.secrets(&id), "hello through a stalled stream");
+    let seen = until(&lines, "the disconnection", |l| l.ends_with("quiet  disconnected; reconnecting"));
+    let stalled = proxy.cut_at.get().expect("the proxy stalled the event stream").elapsed();
+    assert!(stalled > Duration::from_secs(29), "silent for {stalled:?} only: {seen:#?}");
+    until(&lines, "the reconnection", |l| l.contains("quiet  reconnected after"));
+    let stalled = proxy.cut_at.get().unwrap().elapsed();
+    assert!(stalled < Duration::from_secs(45), "back {stalled:?} after the stall");
 }

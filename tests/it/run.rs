@@ -184,6 +184,25 @@ fn a_dropped_event_stream_still_gives_the_whole_answer() {
     assert_eq!(run.stdout, format!("{expected}\n"));
 }
 
+/// The stream stalls mid-answer (its connection open, nothing more on it: a half-open
+/// connection): 30 s of silence count as a dropped stream, which ocx gets back, printing the
+/// whole answer. Without a limit on the silence, `ocx run` would wait forever.
+#[test]
+fn a_stalled_event_stream_still_gives_the_whole_answer() {
+    let env = TestEnv::new();
+    let started = env.start(&[]);
+    let id = started["id"].as_str().unwrap().to_string();
+    let proxy = Proxy::stall(started["port"].as_u64().unwrap() as u16, "tick 3");
+    env.edit_record(&id, |r| r["url"] = format!("http://127.0.0.1:{}", proxy.port).into());
+    let run = env.run(&["run", &id, "SLOW behind a stalled stream"]);
+    run.success();
+    let stalled = proxy.cut_at.get().expect("the proxy stalled the event stream").elapsed();
+    let expected: String = (0..40).map(|i| format!("tick {i} ")).collect();
+    assert_eq!(run.stdout, format!("{expected}\n"));
+    // About 30 s of silence, then the rest: the limit, not a stream that was closed.
+    assert!(stalled > Duration::from_secs(29) && stalled < Duration::from_secs(60), "{stalled:?}");
+}
+
 #[test]
 fn files_and_models_go_into_the_prompt() {
     let env = TestEnv::new();
