@@ -9,13 +9,13 @@ use crate::error::{Failure, code};
 use crate::home::Home;
 use crate::instance::{self, launch};
 use crate::remote::{self, Host};
-use crate::{process, record};
+use crate::process;
 
 /// With `host`, the instance is one of that host's, reached through a forwarded port, and the
 /// opencode that attaches is this machine's.
 pub fn run(home: &Home, args: AttachArgs, host: Option<&Host>) -> Result<()> {
     let records = remote::records(home, host)?;
-    let mut r = record::resolve_default(&records, args.instance.as_deref())?.clone();
+    let mut r = instance::resolve::resolve_default(&records, args.instance.as_deref())?.clone();
     let _forward = remote::reach(home, host, &mut r, false)?;
     let binary = match (&args.opencode, host) {
         (Some(binary), _) => binary.clone(),

@@ -99,7 +99,7 @@ fn split_instance<'a>(records: &'a [Record], words: &[String]) -> Result<(&'a Re
     {
         return Ok((record::resolve(records, first)?, words[1..].to_vec()));
     }
-    Ok((record::resolve_default(records, None)?, words.to_vec()))
+    Ok((instance::resolve::resolve_default(records, None)?, words.to_vec()))
 }
 
 /// An exact id or name, or a unique id prefix long enough not to be an ordinary word.

@@ -14,7 +14,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn run(home: &Home, args: SessionsArgs) -> Result<()> {
     let records = record::valid(&record::list(home)?);
-    let r = record::resolve_default(&records, args.instance.as_deref())?;
+    let r = instance::resolve::resolve_default(&records, args.instance.as_deref())?;
     instance::require_server(r)?;
     let client = Client::for_record(r, REQUEST_TIMEOUT);
     let mut sessions = client.sessions()?;

@@ -4,6 +4,7 @@
 
 pub mod launch;
 pub mod log;
+pub mod resolve;
 pub mod stop;
 pub mod watch;
 
