@@ -84,6 +84,17 @@ pub fn valid(entries: &[Entry]) -> Vec<Record> {
         .collect()
 }
 
+/// The files that cannot be used only, in `list`'s order.
+pub fn invalid(entries: &[Entry]) -> Vec<&Invalid> {
+    entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Invalid(i) => Some(i),
+            Entry::Valid(_) => None,
+        })
+        .collect()
+}
+
 /// Every id that has a file in `instances/`: a record (valid or not), or one moved aside
 /// (`<id>.json.corrupt…`). Such an instance is not forgotten: its processes are not orphans.
 pub fn ids_on_disk(home: &Home) -> Result<HashSet<String>> {

@@ -71,13 +71,7 @@ fn corrupt_files_are_reported_and_others_still_listed() {
     }
     let entries = list(&home).unwrap();
     assert_eq!(valid(&entries).len(), 1);
-    let invalid: Vec<&Invalid> = entries
-        .iter()
-        .filter_map(|e| match e {
-            Entry::Invalid(i) => Some(i),
-            Entry::Valid(_) => None,
-        })
-        .collect();
+    let invalid = invalid(&entries);
     assert_eq!(invalid.len(), bad.len());
     let newer = invalid.iter().find(|i| i.id == "newer1").unwrap();
     assert_eq!(newer.kind, InvalidKind::Newer);
