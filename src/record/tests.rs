@@ -1,12 +1,18 @@
 //! Unit tests of the record: parsing, the fixtures every later ocx must still read, the
 //! store on disk, and resolving.
 
+use std::collections::BTreeMap;
+
 use super::*;
 use crate::error::{Failure, code};
 use crate::home::Home;
+use crate::process::ProcId;
 
 /// The schema-1 record kept in `tests/fixtures`: every later ocx must still read it.
 const FIXTURE: &str = include_str!("../../tests/fixtures/record-v1.json");
+/// A schema-1 record as the ocx of supervision writes it (a real one, its password replaced),
+/// every field there: a watcher, a server it restarted after a SIGKILL, waiting to start it again.
+const FIXTURE_FULL: &str = include_str!("../../tests/fixtures/record-v1-full.json");
 
 /// The schema-1 fixture's record under another id and name, for other modules' tests too.
 pub(crate) fn sample(id: &str, name: Option<&str>) -> Record {
@@ -23,6 +29,57 @@ fn fixture_of_schema_1_loads() {
     assert_eq!(r.port, 40063);
     assert_eq!(r.state, State::Running);
     assert_eq!(r.opencode.version.as_deref(), Some("1.18.33"));
+}
+
+#[test]
+fn fixture_of_a_full_schema_1_record_loads_with_every_field() {
+    let r = parse(FIXTURE_FULL.as_bytes(), "jgr3fp").unwrap();
+    let expected = Record {
+        schema: 1,
+        id: "jgr3fp".into(),
+        name: Some("api".into()),
+        pid: 26085,
+        pid_started_at: 1796116316,
+        pid_start_key: Some(59906),
+        hostname: "127.0.0.1".into(),
+        port: 28673,
+        url: "http://127.0.0.1:28673".into(),
+        username: "opencode".into(),
+        password: Some("0123456789abcdefghijklmnopqrstuv".into()),
+        dir: "/tmp/ocx-fixture/proj".into(),
+        opencode: Binary {
+            path: "/root/.cache/ocx-test/opencode-ai-1.18.33/node_modules/.bin/opencode".into(),
+            version: Some("1.18.33".into()),
+        },
+        args: ["--print-logs", "--log-level", "INFO", "serve", "--hostname", "127.0.0.1", "--port", "28673"]
+            .map(String::from)
+            .to_vec(),
+        env: BTreeMap::new(),
+        log: "/tmp/ocx-fixture/ocx-home/logs/jgr3fp.log".into(),
+        started_at: "2026-12-01T09:11:40Z".into(),
+        state: State::Starting,
+        watcher: Some(ProcId { pid: 24710, started_at: 1796116299, start_key: Some(58239) }),
+        restart_policy: RestartPolicy::OnFailure,
+        supervision: Supervision {
+            log_max_size: 10_485_760,
+            log_max_files: 3,
+            health_interval_s: 10,
+            health_failures: 3,
+            max_memory: Some(2_147_483_648),
+        },
+        restarts: 3,
+        last_exit: Some(Exit {
+            code: None,
+            signal: Some("SIGKILL".into()),
+            at: "2026-12-01T09:11:58.499Z".into(),
+            uptime_s: 1,
+            reason: "crashed".into(),
+        }),
+        next_restart_at: Some("2026-12-01T09:12:02.499Z".into()),
+        failed: None,
+        remote: None,
+    };
+    assert_eq!(r, expected);
 }
 
 #[test]
