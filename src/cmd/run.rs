@@ -165,18 +165,16 @@ fn prompt_body(prompt: &str, args: &RunArgs) -> Result<Value> {
     Ok(body)
 }
 
+/// The MIME type opencode is told a `--file` has. opencode reads a `text/plain` file with its
+/// Read tool and attaches a file of any other type raw, so only what models take as an
+/// attachment (the images and PDFs opencode itself attaches) keeps its guessed type: source,
+/// JSON, Markdown and the rest are read as text.
 fn mime_of(path: &Path) -> &'static str {
+    const ATTACHED: [&str; 5] = ["image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf"];
     if path.is_dir() {
         return "application/x-directory";
     }
-    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
-        Some("png") => "image/png",
-        Some("jpg" | "jpeg") => "image/jpeg",
-        Some("gif") => "image/gif",
-        Some("webp") => "image/webp",
-        Some("pdf") => "application/pdf",
-        _ => "text/plain",
-    }
+    mime_guess::from_path(path).first_raw().filter(|mime| ATTACHED.contains(mime)).unwrap_or("text/plain")
 }
 
 /// `file://` URL of an absolute path, percent-encoding all but unreserved characters and `/`.
@@ -247,5 +245,23 @@ mod tests {
         let long = "word ".repeat(30);
         assert!(default_title(&long).chars().count() <= 61);
         assert_eq!(file_url(Path::new("/tmp/a b.txt")), "file:///tmp/a%20b.txt");
+    }
+    #[test]
+    fn mime_types_opencode_attaches_and_text_for_the_rest() {
+        for (name, mime) in [
+            ("shot.PNG", "image/png"),
+            ("photo.jpg", "image/jpeg"),
+            ("photo.jpeg", "image/jpeg"),
+            ("anim.gif", "image/gif"),
+            ("pic.webp", "image/webp"),
+            ("paper.pdf", "application/pdf"),
+            ("main.rs", "text/plain"),
+            ("data.json", "text/plain"),
+            ("README.md", "text/plain"),
+            ("Makefile", "text/plain"),
+        ] {
+            assert_eq!(mime_of(Path::new(name)), mime, "{name}");
+        }
+        assert_eq!(mime_of(&std::env::temp_dir()), "application/x-directory");
     }
 }
