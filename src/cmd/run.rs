@@ -148,7 +148,7 @@ fn prompt_body(prompt: &str, args: &RunArgs) -> Result<Value> {
         parts.push(json!({
             "type": "file",
             "mime": mime_of(&path),
-            "url": file_url(&path),
+            "url": file_url(&path)?,
             "filename": path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         }));
     }
@@ -177,20 +177,9 @@ fn mime_of(path: &Path) -> &'static str {
     mime_guess::from_path(path).first_raw().filter(|mime| ATTACHED.contains(mime)).unwrap_or("text/plain")
 }
 
-/// `file://` URL of an absolute path, percent-encoding all but unreserved characters and `/`.
-fn file_url(path: &Path) -> String {
-    let mut url = String::from("file://");
-    let text = path.to_string_lossy().replace('\\', "/");
-    if !text.starts_with('/') {
-        url.push('/');
-    }
-    for b in text.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' | b':' => url.push(b as char),
-            _ => url.push_str(&format!("%{b:02X}")),
-        }
-    }
-    url
+/// `file://` URL of an absolute path, as opencode turns it back into one (`fileURLToPath`).
+fn file_url(path: &Path) -> Result<String> {
+    url::Url::from_file_path(path).map(String::from).map_err(|()| anyhow!("cannot make a file URL of {}", path.display()))
 }
 
 fn choose_session(client: &Client, record: &Record, args: &RunArgs, prompt: &str) -> Result<String> {
@@ -244,8 +233,17 @@ mod tests {
         assert_eq!(default_title("  fix the bug\nand more"), "fix the bug");
         let long = "word ".repeat(30);
         assert!(default_title(&long).chars().count() <= 61);
-        assert_eq!(file_url(Path::new("/tmp/a b.txt")), "file:///tmp/a%20b.txt");
+        // Not an absolute path on Windows (no drive): the path below is checked everywhere.
+        let unix = Path::new("/tmp/a b.txt");
+        if unix.is_absolute() {
+            assert_eq!(file_url(unix).unwrap(), "file:///tmp/a%20b.txt");
+        }
+        let path = std::env::temp_dir().join("a b#1%.txt");
+        let url = file_url(&path).unwrap();
+        assert!(url.starts_with("file:///") && url.ends_with("/a%20b%231%25.txt"), "{url}");
+        assert_eq!(url::Url::parse(&url).unwrap().to_file_path().unwrap(), path);
     }
+
     #[test]
     fn mime_types_opencode_attaches_and_text_for_the_rest() {
         for (name, mime) in [
