@@ -8,8 +8,8 @@ use crate::cli::AttachArgs;
 use crate::error::{Failure, code};
 use crate::home::Home;
 use crate::instance::{self, launch};
-use crate::remote::{self, Host};
 use crate::process;
+use crate::remote::{self, Host};
 
 /// With `host`, the instance is one of that host's, reached through a forwarded port, and the
 /// opencode that attaches is this machine's.

@@ -179,7 +179,9 @@ fn mime_of(path: &Path) -> &'static str {
 
 /// `file://` URL of an absolute path, as opencode turns it back into one (`fileURLToPath`).
 fn file_url(path: &Path) -> Result<String> {
-    url::Url::from_file_path(path).map(String::from).map_err(|()| anyhow!("cannot make a file URL of {}", path.display()))
+    url::Url::from_file_path(path)
+        .map(String::from)
+        .map_err(|()| anyhow!("cannot make a file URL of {}", path.display()))
 }
 
 fn choose_session(client: &Client, record: &Record, args: &RunArgs, prompt: &str) -> Result<String> {

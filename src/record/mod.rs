@@ -238,4 +238,3 @@ pub fn parse(bytes: &[u8], id: &str) -> Result<Record, ParseError> {
     }
     Ok(record)
 }
-

@@ -193,20 +193,8 @@ fn parser_never_panics_on_arbitrary_input() {
         state ^= state << 17;
         state
     };
-    let tokens: [&[u8]; 12] = [
-        b"{",
-        b"}",
-        b"[",
-        b"]",
-        b"\"",
-        b":",
-        b",",
-        b"null",
-        b"-1",
-        b"1e999",
-        b"\"\\u0000\"",
-        b"18446744073709551616",
-    ];
+    let tokens: [&[u8]; 12] =
+        [b"{", b"}", b"[", b"]", b"\"", b":", b",", b"null", b"-1", b"1e999", b"\"\\u0000\"", b"18446744073709551616"];
     let fixture = FIXTURE.as_bytes();
     for round in 0..20_000 {
         let input: Vec<u8> = if round % 4 == 0 {
