@@ -10,8 +10,6 @@ use serde_json::{Value, json};
 use ureq::Agent;
 use ureq::http::Response;
 
-use crate::record::Record;
-
 /// Where a server answers whether it is healthy, in the order to ask: opencode 1.x's path,
 /// then the one newer builds have (a 404 from the first means "ask the next").
 pub const HEALTH_PATHS: [&str; 2] = ["/global/health", "/api/health"];
@@ -60,10 +58,6 @@ impl Client {
     pub fn in_directory(mut self, directory: Option<String>) -> Client {
         self.directory = directory;
         self
-    }
-
-    pub fn for_record(record: &Record, timeout: Duration) -> Client {
-        Client::new(&record.url, &record.username, record.password.as_deref(), timeout)
     }
 
     fn request<B>(&self, mut req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {

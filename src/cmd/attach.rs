@@ -8,14 +8,14 @@ use crate::cli::AttachArgs;
 use crate::error::{Failure, code};
 use crate::home::Home;
 use crate::instance::{self, opencode, spawn};
+use crate::process::{self, Signal};
 use crate::remote::{self, Host};
-use crate::{process, record};
 
 /// With `host`, the instance is one of that host's, reached through a forwarded port, and the
 /// opencode that attaches is this machine's.
 pub fn run(home: &Home, args: AttachArgs, host: Option<&Host>) -> Result<()> {
     let records = remote::records(home, host)?;
-    let mut r = record::resolve_default(&records, args.instance.as_deref())?.clone();
+    let mut r = instance::resolve::resolve_default(&records, args.instance.as_deref())?.clone();
     let _forward = remote::reach(home, host, &mut r, false)?;
     let binary = match (&args.opencode, host) {
         (Some(binary), _) => binary.clone(),
@@ -33,9 +33,21 @@ pub fn run(home: &Home, args: AttachArgs, host: Option<&Host>) -> Result<()> {
         Some(password) => cmd.env(spawn::PASSWORD_VAR, password),
         None => cmd.env_remove(spawn::PASSWORD_VAR),
     };
-    // Ctrl-C belongs to opencode now; ocx just waits for it.
+    // Ctrl-C belongs to opencode now (it shares the terminal); a SIGTERM or SIGHUP to ocx alone
+    // is passed on, so the TUI never outlives the ocx that started it.
     process::install_interrupt_handler();
-    let status = cmd.status().with_context(|| format!("cannot run {}", binary.display()))?;
+    let mut child = cmd.spawn().with_context(|| format!("cannot run {}", binary.display()))?;
+    let mut passed_on = false;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        // 130 is Ctrl-C, which the TUI got itself (and may use).
+        if process::interrupted() && process::interrupt_code() != 130 && !std::mem::replace(&mut passed_on, true) {
+            process::signal_child(&child, Signal::Term);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     match status.code() {
         Some(0) => Ok(()),
         Some(code) => Err(anyhow!(Failure::silent(u8::try_from(code).unwrap_or(code::FAILED)))),

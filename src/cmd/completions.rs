@@ -74,7 +74,7 @@ fn session_candidates() -> Vec<CompletionCandidate> {
     let Ok(entries) = record::list(&home) else { return Vec::new() };
     let records = record::valid(&entries);
     let found = crate::parallel::map(&records, records.len().max(1), |r| {
-        let client = crate::server::Client::for_record(r, SESSION_LOOKUP);
+        let client = crate::instance::client(r, SESSION_LOOKUP);
         client.sessions().map(|s| (r.label().to_string(), s)).ok()
     });
     let mut sessions: Vec<(u64, CompletionCandidate)> = Vec::new();

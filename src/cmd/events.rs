@@ -15,7 +15,6 @@ use crate::error::{Failure, code};
 use crate::events::{Event, Part, PartKind, Status};
 use crate::home::Home;
 use crate::record::{self, Record};
-use crate::server::Client;
 use crate::{instance, output, process, turn};
 
 /// How often `--all` looks for instances started since.
@@ -107,7 +106,7 @@ fn follow(
                 return;
             };
             let alive = instance::server(&record).ok().flatten().is_some();
-            let stream = alive.then(|| Client::for_record(&record, Duration::from_secs(5)).events().ok()).flatten();
+            let stream = alive.then(|| instance::client(&record, Duration::from_secs(5)).events().ok()).flatten();
             if let Some(stream) = stream {
                 if !send(Item::Connected(lost_at.map(|t| t.elapsed()))) {
                     return;

@@ -11,7 +11,7 @@ use crate::cli::LogsArgs;
 use crate::error::{Failure, code};
 use crate::home::Home;
 use crate::instance::log::{self, Follower, Show};
-use crate::{output, record};
+use crate::{instance, output, record};
 
 /// Lines shown when neither -n nor --since says otherwise.
 const DEFAULT_LINES: usize = 50;
@@ -67,7 +67,7 @@ pub fn run(home: &Home, args: LogsArgs) -> Result<()> {
 /// gone but its log stays, so an exact id with a log file is accepted too.
 fn log_of(home: &Home, query: Option<&str>) -> Result<PathBuf> {
     let records = record::valid(&record::list(home)?);
-    match record::resolve_default(&records, query) {
+    match instance::resolve::resolve_default(&records, query) {
         Ok(r) => Ok(r.log.clone()),
         Err(err) => match query.map(|id| home.log_path(id)) {
             Some(path) if record::is_valid_id(query.unwrap_or_default()) && path.is_file() => Ok(path),

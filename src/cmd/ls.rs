@@ -12,7 +12,7 @@ use crate::error::{Failure, code};
 use crate::home::Home;
 use crate::instance::state::Status;
 use crate::process::Processes;
-use crate::record::{self, Entry, InvalidKind, Record};
+use crate::record::{self, InvalidKind, Record};
 use crate::remote::{Host, Hosts};
 use crate::{instance, output, parallel};
 
@@ -105,13 +105,7 @@ fn local(home: &Home, args: &LsArgs) -> Result<Vec<Value>> {
             doc
         })
         .collect();
-    let invalid: Vec<_> = entries
-        .iter()
-        .filter_map(|e| match e {
-            Entry::Invalid(i) => Some(i),
-            Entry::Valid(_) => None,
-        })
-        .collect();
+    let invalid = record::invalid(&entries);
     docs.extend(invalid.iter().map(|i| json!({"id": i.id, "status": i.status(), "path": i.path, "error": i.reason})));
     docs.extend(unmanaged.iter().map(
         |u| json!({"status": "unmanaged", "pid": u.pid, "port": u.port, "url": u.url(), "command": u.command, "rss_bytes": u.rss}),

@@ -51,7 +51,7 @@ pub fn run(home: &Home, args: RunArgs, host: Option<&Host>) -> Result<()> {
     let permissions = super::permission_policy(args.permission)?;
     // An instance its watcher is bringing back (2–5 s after a crash) is waited for, not failed.
     let record = instance::wait_serving(home, &record, args.timeout.unwrap_or(instance::SERVE_WAIT))?;
-    let client = Client::for_record(&record, REQUEST_TIMEOUT).in_directory(directory);
+    let client = instance::client(&record, REQUEST_TIMEOUT).in_directory(directory);
     ensure_running(&record, &client)?;
     let body = prompt_body(&prompt, &args)?;
     let session = choose_session(&client, &record, &args, &prompt)?;
@@ -102,7 +102,7 @@ fn split_instance<'a>(records: &'a [Record], words: &[String]) -> Result<(&'a Re
     {
         return Ok((record::resolve(records, first)?, words[1..].to_vec()));
     }
-    Ok((record::resolve_default(records, None)?, words.to_vec()))
+    Ok((instance::resolve::resolve_default(records, None)?, words.to_vec()))
 }
 
 /// An exact id or name, or a unique id prefix long enough not to be an ordinary word.
@@ -151,7 +151,7 @@ fn prompt_body(prompt: &str, args: &RunArgs) -> Result<Value> {
         parts.push(json!({
             "type": "file",
             "mime": mime_of(&path),
-            "url": file_url(&path),
+            "url": file_url(&path)?,
             "filename": path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         }));
     }
@@ -168,34 +168,30 @@ fn prompt_body(prompt: &str, args: &RunArgs) -> Result<Value> {
     Ok(body)
 }
 
+/// The MIME type opencode is told a `--file` has. opencode reads a `text/plain` file with its
+/// Read tool and attaches a file of any other type raw, so only what models take as an
+/// attachment (the images and PDFs opencode itself attaches) keeps its guessed type: source,
+/// JSON, Markdown and the rest are read as text.
 fn mime_of(path: &Path) -> &'static str {
+    const ATTACHED: [&str; 5] = ["image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf"];
     if path.is_dir() {
         return "application/x-directory";
     }
-    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
-        Some("png") => "image/png",
-        Some("jpg" | "jpeg") => "image/jpeg",
-        Some("gif") => "image/gif",
-        Some("webp") => "image/webp",
-        Some("pdf") => "application/pdf",
-        _ => "text/plain",
-    }
+    mime_guess::from_path(path).first_raw().filter(|mime| ATTACHED.contains(mime)).unwrap_or("text/plain")
 }
 
-/// `file://` URL of an absolute path, percent-encoding all but unreserved characters and `/`.
-fn file_url(path: &Path) -> String {
-    let mut url = String::from("file://");
+/// What a path keeps unescaped in a file URL: RFC 3986's unreserved characters, `/` and the
+/// `:` of a Windows drive.
+const PATH_CHARS: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b'/').remove(b':');
+
+/// `file://` URL of an absolute path, as opencode turns it back into one (`fileURLToPath`).
+/// (The `url` crate would do it too, but brings 27 crates and 5 MB of Unicode tables into the
+/// binary for this one call.)
+fn file_url(path: &Path) -> Result<String> {
     let text = path.to_string_lossy().replace('\\', "/");
-    if !text.starts_with('/') {
-        url.push('/');
-    }
-    for b in text.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' | b':' => url.push(b as char),
-            _ => url.push_str(&format!("%{b:02X}")),
-        }
-    }
-    url
+    let slash = if text.starts_with('/') { "" } else { "/" };
+    Ok(format!("file://{slash}{}", percent_encoding::utf8_percent_encode(&text, PATH_CHARS)))
 }
 
 fn choose_session(client: &Client, record: &Record, args: &RunArgs, prompt: &str) -> Result<String> {
@@ -249,6 +245,34 @@ mod tests {
         assert_eq!(default_title("  fix the bug\nand more"), "fix the bug");
         let long = "word ".repeat(30);
         assert!(default_title(&long).chars().count() <= 61);
-        assert_eq!(file_url(Path::new("/tmp/a b.txt")), "file:///tmp/a%20b.txt");
+        // Not an absolute path on Windows (no drive): the path below is checked everywhere.
+        let unix = Path::new("/tmp/a b.txt");
+        if unix.is_absolute() {
+            assert_eq!(file_url(unix).unwrap(), "file:///tmp/a%20b.txt");
+        }
+        let path = std::env::temp_dir().join("a b#1%.txt");
+        let url = file_url(&path).unwrap();
+        assert!(url.starts_with("file:///") && url.ends_with("/a%20b%231%25.txt"), "{url}");
+        let back = percent_encoding::percent_decode_str(url.trim_start_matches("file://")).decode_utf8().unwrap();
+        assert!(back.ends_with("/a b#1%.txt"), "{back}");
+    }
+
+    #[test]
+    fn mime_types_opencode_attaches_and_text_for_the_rest() {
+        for (name, mime) in [
+            ("shot.PNG", "image/png"),
+            ("photo.jpg", "image/jpeg"),
+            ("photo.jpeg", "image/jpeg"),
+            ("anim.gif", "image/gif"),
+            ("pic.webp", "image/webp"),
+            ("paper.pdf", "application/pdf"),
+            ("main.rs", "text/plain"),
+            ("data.json", "text/plain"),
+            ("README.md", "text/plain"),
+            ("Makefile", "text/plain"),
+        ] {
+            assert_eq!(mime_of(Path::new(name)), mime, "{name}");
+        }
+        assert_eq!(mime_of(&std::env::temp_dir()), "application/x-directory");
     }
 }

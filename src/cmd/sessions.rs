@@ -7,16 +7,15 @@ use serde_json::{Value, json};
 
 use crate::cli::SessionsArgs;
 use crate::home::Home;
-use crate::server::Client;
 use crate::{instance, output, parallel, record};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn run(home: &Home, args: SessionsArgs) -> Result<()> {
     let records = record::valid(&record::list(home)?);
-    let r = record::resolve_default(&records, args.instance.as_deref())?;
+    let r = instance::resolve::resolve_default(&records, args.instance.as_deref())?;
     let r = &instance::wait_serving(home, r, instance::SERVE_WAIT)?;
-    let client = Client::for_record(r, REQUEST_TIMEOUT);
+    let client = instance::client(r, REQUEST_TIMEOUT);
     let mut sessions = client.sessions()?;
     sessions.sort_by_key(|s| std::cmp::Reverse(s["time"]["updated"].as_u64().unwrap_or(0)));
     let activity = instance::observe::activity(&client)?;

@@ -9,7 +9,7 @@ use crate::cli::UrlArgs;
 use crate::error::{Failure, code};
 use crate::home::Home;
 use crate::remote::{self, Host};
-use crate::{output, record};
+use crate::{instance, output, record};
 
 /// What must be escaped in a URL's user info: everything but RFC 3986's unreserved characters
 /// (a password with `@`, `:` or `/` would otherwise change where the URL points).
@@ -27,7 +27,7 @@ pub fn run(home: &Home, args: UrlArgs, host: Option<&Host>) -> Result<()> {
         })?,
         None => {
             let records = record::valid(&record::list(home)?);
-            let r = record::resolve_default(&records, args.instance.as_deref())?;
+            let r = instance::resolve::resolve_default(&records, args.instance.as_deref())?;
             remote::Endpoint { url: r.url.clone(), username: r.username.clone(), password: r.password.clone() }
         }
     };

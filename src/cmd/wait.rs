@@ -9,7 +9,6 @@ use crate::cli::WaitArgs;
 use crate::error::{Failure, code};
 use crate::home::Home;
 use crate::record::{self, Record};
-use crate::server::Client;
 use crate::turn::{self, Turn};
 use crate::{instance, output, parallel, process};
 
@@ -27,7 +26,7 @@ pub fn run(home: &Home, args: WaitArgs) -> Result<()> {
         None => owner(&records, &args.session)?,
     };
     let record = instance::wait_serving(home, &record, args.timeout.unwrap_or(instance::SERVE_WAIT))?;
-    let client = Client::for_record(&record, REQUEST_TIMEOUT);
+    let client = instance::client(&record, REQUEST_TIMEOUT);
     if client.session(&args.session)?.is_none() {
         return Err(anyhow!(Failure::new(
             code::NOT_FOUND,
@@ -58,7 +57,7 @@ fn owner(records: &[Record], session: &str) -> Result<Record> {
     loop {
         let found = parallel::map(records, 16, |r| {
             instance::server(r).ok().flatten()?;
-            let client = Client::for_record(r, LOOKUP_TIMEOUT);
+            let client = instance::client(r, LOOKUP_TIMEOUT);
             client.session(session).ok().flatten()?;
             let busy = client.busy_sessions().is_ok_and(|b| b.contains_key(session));
             Some((busy, r.clone()))
@@ -69,7 +68,7 @@ fn owner(records: &[Record], session: &str) -> Result<Record> {
         }
         let Some((_, first)) = found.first() else { break };
         let finished =
-            Client::for_record(first, LOOKUP_TIMEOUT).messages(session).is_ok_and(|m| turn::last_reply_finished(&m));
+            instance::client(first, LOOKUP_TIMEOUT).messages(session).is_ok_and(|m| turn::last_reply_finished(&m));
         if finished || Instant::now() >= deadline {
             return Ok(first.clone());
         }

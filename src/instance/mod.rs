@@ -13,6 +13,7 @@ pub mod log;
 pub mod observe;
 pub mod opencode;
 pub mod report;
+pub mod resolve;
 pub mod restart;
 pub mod spawn;
 pub mod state;

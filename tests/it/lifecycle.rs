@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::basics::{save_record, write_record};
-use crate::support::{Guard, TestEnv, basic_auth, cmdline, finish, http, is_gone, start_time, wait_for};
+use crate::support::{
+    Guard, TestEnv, basic_auth, busy, cmdline, finish, get_json, http, is_gone, start_time, wait_for,
+};
 
 fn port_is_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
@@ -47,21 +49,9 @@ pub fn messages(record: &Value, session: &str) -> Value {
     get_json(record, &format!("/session/{session}/message"))
 }
 
-fn get_json(record: &Value, path: &str) -> Value {
-    let url = format!("{}{path}", record["url"].as_str().unwrap());
-    http(Duration::from_secs(30))
-        .get(&url)
-        .header("Authorization", basic_auth(record))
-        .call()
-        .unwrap()
-        .into_body()
-        .read_json()
-        .unwrap()
-}
-
 /// How many sessions the server works on (`GET /session/status`).
 pub fn busy_count(record: &Value) -> usize {
-    get_json(record, "/session/status").as_object().map_or(0, |o| o.len())
+    busy(record).len()
 }
 
 /// How many permission requests wait for an answer (`GET /permission`).

@@ -7,21 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::proxy::Proxy;
-use crate::support::{TestEnv, basic_auth, finish, http, is_gone, session_of, wait_for};
-
-/// Whether the server still works on the session.
-fn is_busy(record: &Value, session: &str) -> bool {
-    let url = format!("{}/session/status", record["url"].as_str().unwrap());
-    let status: Value = http(Duration::from_secs(10))
-        .get(&url)
-        .header("Authorization", basic_auth(record))
-        .call()
-        .unwrap()
-        .into_body()
-        .read_json()
-        .unwrap();
-    status.get(session).is_some()
-}
+use crate::support::{TestEnv, finish, is_busy, is_gone, session_of, wait_for};
 
 /// `ocx run ARGS` in the background, output piped.
 fn spawn_run(env: &TestEnv, args: &[&str]) -> std::process::Child {

@@ -8,24 +8,10 @@ use serde_json::Value;
 
 use crate::basics::{save_record, write_record};
 use crate::gc::sigkill;
-use crate::support::{Guard, TestEnv, basic_auth, finish, http, is_gone, wait_for};
+use crate::support::{Guard, TestEnv, busy, finish, is_gone, wait_for};
 
 fn pid_of(record: &Value) -> u32 {
     record["pid"].as_u64().unwrap() as u32
-}
-
-/// Whether the server is working on any session.
-fn busy_sessions(record: &Value) -> usize {
-    let url = format!("{}/session/status", record["url"].as_str().unwrap());
-    let status: Value = http(Duration::from_secs(10))
-        .get(&url)
-        .header("Authorization", basic_auth(record))
-        .call()
-        .unwrap()
-        .into_body()
-        .read_json()
-        .unwrap();
-    status.as_object().map_or(0, |o| o.len())
 }
 
 /// `ocx run … | head -c 5`: ocx exits quietly (no panic, exit 0), and the prompt it started is
@@ -51,7 +37,7 @@ fn a_closed_pipe_ends_run_quietly_and_aborts_the_prompt() {
     let run = finish(child, "ocx run into a closed pipe");
     run.code(0);
     assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
-    wait_for("the aborted session to be idle", Duration::from_secs(10), || (busy_sessions(&record) == 0).then_some(()));
+    wait_for("the aborted session to be idle", Duration::from_secs(10), || busy(&record).is_empty().then_some(()));
 }
 
 /// Every command that prints, with its stdout already closed: exit 0, nothing on stderr.

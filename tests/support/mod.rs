@@ -469,3 +469,29 @@ pub fn basic_auth(record: &Value) -> String {
     let password = record["password"].as_str().expect("the record needs --show-secrets for its password");
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
 }
+
+/// `GET path` of the instance's API with its credentials, as JSON.
+pub fn get_json(record: &Value, path: &str) -> Value {
+    let url = format!("{}{path}", record["url"].as_str().unwrap());
+    http(Duration::from_secs(30))
+        .get(&url)
+        .header("Authorization", basic_auth(record))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_json()
+        .unwrap()
+}
+
+/// The sessions the server works on, by id (`GET /session/status`).
+pub fn busy(record: &Value) -> serde_json::Map<String, Value> {
+    match get_json(record, "/session/status") {
+        Value::Object(sessions) => sessions,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// Whether the server still works on `session`.
+pub fn is_busy(record: &Value, session: &str) -> bool {
+    busy(record).contains_key(session)
+}
