@@ -4,10 +4,11 @@
 //! - `launch` (start and wait until healthy), `restart`, `stop`: what commands do to instances;
 //! - `watch`: the watcher process that supervises one server; `report`: what it tells `launch`;
 //! - `spawn` (the server's command line, port, record) and `opencode` (the binary, its version);
-//! - `observe`: what `ls` shows; `log`: the capped log; `resolve`: which instance a user means.
+//! - `gc`: cleaning up after crashes; `observe`: what `ls` shows; `log`: the capped log; `resolve`: which instance a user means.
 //!
 //! Here: whether an instance's server is alive and provably ours, and waiting until it serves.
 
+pub mod gc;
 pub mod launch;
 pub mod log;
 pub mod observe;
