@@ -45,19 +45,12 @@ pub fn restart(home: &Home, id: &str, options: &RestartOptions) -> Result<Starte
     };
     let record = held.record().clone();
     opencode::check_version(&record.opencode.path, &record.env)?;
-    let vouch = super::vouch(home, id, &record.server())?;
+    // Like a stop: the intent first, so the old watcher does not restart the server itself.
+    let vouch = stop::begin(home, &mut held)?;
     let uptime_s = match &vouch {
         Vouch::Ours(server) => output::now_secs().saturating_sub(server.start_time),
-        Vouch::Gone => 0,
-        Vouch::Unproven => {
-            return Err(anyhow!(
-                "PID {} is alive with the recorded start time but does not carry this instance's marker; not restarting it",
-                record.pid
-            ));
-        }
+        Vouch::Gone | Vouch::Unproven => 0,
     };
-    // Like a stop: the intent first, so the old watcher does not restart the server itself.
-    held.begin_stop()?;
     // From here on any failure is recorded (`failed`): the record stays, for `ocx restart` again.
     let ended = (|| -> Result<_> {
         let ended = stop::end_instance(home, &record, vouch, options.grace)?;

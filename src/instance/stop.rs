@@ -96,7 +96,20 @@ fn stop_locked(
         return Ok(());
     }
     let record = held.record().clone();
-    // Vouch before writing anything: an unproven PID must leave the record as it was.
+    let vouch = begin(home, &mut held)?;
+    hooks::pause("stop:stopping");
+    let ended = end_instance(home, &record, vouch, grace)?;
+    outcome.result = if ended.signal.is_some() { "stopped" } else { "already gone" };
+    (outcome.signal, outcome.note, outcome.orphans_ended) = (ended.signal, ended.note, ended.orphans_ended);
+    (outcome.port_free, outcome.port_owner) = (ended.port_free, ended.port_owner);
+    held.delete()
+}
+
+/// Vouch for the held instance's server, then record the intent to stop it (a stop, or the
+/// first half of a restart): from here on its watcher exits instead of restarting it, whatever
+/// comes. A live PID ocx cannot vouch for is an error, and nothing is written.
+pub fn begin(home: &Home, held: &mut Held) -> Result<Vouch> {
+    let record = held.record();
     let vouch = vouch(home, &record.id, &record.server())?;
     if let Vouch::Unproven = vouch {
         return Err(anyhow!(
@@ -104,14 +117,8 @@ fn stop_locked(
             record.pid
         ));
     }
-    // The intent first: from here on the watcher exits instead of restarting, whatever comes.
     held.begin_stop()?;
-    hooks::pause("stop:stopping");
-    let ended = end_instance(home, &record, vouch, grace)?;
-    outcome.result = if ended.signal.is_some() { "stopped" } else { "already gone" };
-    (outcome.signal, outcome.note, outcome.orphans_ended) = (ended.signal, ended.note, ended.orphans_ended);
-    (outcome.port_free, outcome.port_owner) = (ended.port_free, ended.port_owner);
-    held.delete()
+    Ok(vouch)
 }
 
 /// How an instance's processes ended.

@@ -26,6 +26,50 @@ fn spawn(env: &TestEnv, args: &[&str]) -> Child {
     env.ocx().args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
 }
 
+/// `ocx ARGS` with test hooks (`OCX_TEST_*`) in its environment, spawned.
+fn spawn_with(env: &TestEnv, args: &[&str], vars: &[(&str, &std::ffi::OsStr)]) -> Child {
+    let mut cmd = env.ocx();
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (key, value) in vars {
+        cmd.env(key, value);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// `ocx ARGS` with test hooks in its environment, to completion.
+fn run_with(env: &TestEnv, args: &[&str], vars: &[(&str, &std::ffi::OsStr)]) -> crate::support::Run {
+    finish(spawn_with(env, args, vars), &format!("ocx {}", args.join(" ")))
+}
+
+/// A pause pinned at `point` (`OCX_TEST_PAUSE_AT`) that goes on once resumed
+/// (`OCX_TEST_RESUME`), for an ocx or a watcher.
+struct Pin {
+    point: &'static str,
+    resume: std::path::PathBuf,
+}
+
+impl Pin {
+    fn new(env: &TestEnv, point: &'static str, round: usize) -> Pin {
+        Pin { point, resume: env.root.path().join(format!("resume-{}-{round}", point.replace(':', "-"))) }
+    }
+
+    fn vars(&self) -> [(&'static str, &std::ffi::OsStr); 2] {
+        [("OCX_TEST_PAUSE_AT", self.point.as_ref()), ("OCX_TEST_RESUME", self.resume.as_os_str())]
+    }
+
+    fn wait_paused(&self) {
+        let mut at = self.resume.clone().into_os_string();
+        at.push(".at");
+        wait_for(&format!("the pause at {}", self.point), Duration::from_secs(10), || {
+            std::path::Path::new(&at).exists().then_some(())
+        });
+    }
+
+    fn resume(&self) {
+        std::fs::write(&self.resume, "").unwrap();
+    }
+}
+
 /// The PID a stand-in printed into its log after `what` (`child`, `stranger PID`).
 fn printed_pid(env: &TestEnv, id: &str, what: &str) -> u32 {
     wait_for(&format!("the stand-in's {what}"), Duration::from_secs(10), || {
@@ -76,21 +120,11 @@ fn gc_never_stops_an_instance_restarted_after_it_decided() {
     };
     for round in 0..3 {
         let id = dead_instance();
-        let resume = env.root.path().join(format!("gc-resume-{round}"));
-        let gc = env
-            .ocx()
-            .args(["gc", "--json"])
-            .env("OCX_TEST_PAUSE_AT", "gc:decided")
-            .env("OCX_TEST_RESUME", &resume)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut at = resume.clone().into_os_string();
-        at.push(".at");
-        wait_for("gc to decide", Duration::from_secs(10), || std::path::Path::new(&at).exists().then_some(()));
+        let pin = Pin::new(&env, "gc:decided", round);
+        let gc = spawn_with(&env, &["gc", "--json"], &pin.vars());
+        pin.wait_paused();
         env.run(&["restart", &id]).success();
-        std::fs::write(&resume, "").unwrap();
+        pin.resume();
         let report = finish(gc, "ocx gc").success().json();
         assert_eq!(report["records"], Value::Array(vec![]), "round {round}: {report}");
         assert_eq!(report["busy"], serde_json::json!([id]), "round {round}: {report}");
@@ -194,16 +228,7 @@ fn a_group_member_without_the_marker_is_not_signalled() {
 fn a_failed_restart_keeps_the_record() {
     let env = TestEnv::new();
     let id = env.start_stand_in(&[])["id"].as_str().unwrap().to_string();
-    let run = finish(
-        env.ocx()
-            .args(["restart", &id])
-            .env("OCX_TEST_FAIL_AT", "restart:ended")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-        "ocx restart",
-    );
+    let run = run_with(&env, &["restart", &id], &[("OCX_TEST_FAIL_AT", "restart:ended".as_ref())]);
     run.code(1).stderr_has("injected failure at restart:ended");
     let record = env.record(&id);
     assert!(record["failed"].as_str().unwrap().contains("the restart failed"), "{record}");
@@ -224,16 +249,8 @@ fn a_half_failed_spawn_in_the_watcher_leaves_no_server() {
     let stand_in = env.stand_in();
     let dir = format!("STAND_IN_DIR={}", env.control_dir().display());
     let start = |point: &str| {
-        finish(
-            env.ocx()
-                .args(["start", "--json", "--opencode", stand_in.to_str().unwrap(), "--env", &dir])
-                .env("OCX_TEST_FAIL_AT", point)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-            "ocx start",
-        )
+        let args = ["start", "--json", "--opencode", stand_in.to_str().unwrap(), "--env", &dir];
+        run_with(&env, &args, &[("OCX_TEST_FAIL_AT", point.as_ref())])
     };
     start("watch:spawned").code(1).stderr_has("injected failure at watch:spawned");
     assert!(env.record_files().is_empty());
@@ -273,16 +290,8 @@ fn readiness_needs_no_ready_line_and_knows_both_health_paths() {
 fn a_watcher_silent_past_the_timeout_is_a_timeout() {
     let env = TestEnv::new();
     let stand_in = env.stand_in();
-    let run = finish(
-        env.ocx()
-            .args(["start", "--timeout", "2", "--opencode", stand_in.to_str().unwrap()])
-            .env("OCX_TEST_PAUSE_AT", "watch:before-spawn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-        "ocx start",
-    );
+    let args = ["start", "--timeout", "2", "--opencode", stand_in.to_str().unwrap()];
+    let run = run_with(&env, &args, &[("OCX_TEST_PAUSE_AT", "watch:before-spawn".as_ref())]);
     run.code(4).stderr_has("did not become healthy within 2s");
     assert!(env.record_files().is_empty());
     assert_eq!(env.marked(), vec![]);
@@ -350,24 +359,12 @@ fn a_stop_that_finds_the_server_crashed_says_already_gone_and_nothing_restarts()
     for round in 0..5 {
         let started = env.start_stand_in(&[]);
         let id = started["id"].as_str().unwrap();
-        let resume = env.root.path().join(format!("resume-{round}"));
-        let mut stop = env
-            .ocx()
-            .args(["stop", id, "--json"])
-            .env("OCX_TEST_PAUSE_AT", "stop:stopping")
-            .env("OCX_TEST_RESUME", &resume)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut at = resume.clone().into_os_string();
-        at.push(".at");
-        wait_for("the stop to pause", Duration::from_secs(10), || std::path::Path::new(&at).exists().then_some(()));
+        let pin = Pin::new(&env, "stop:stopping", round);
+        let stop = spawn_with(&env, &["stop", id, "--json"], &pin.vars());
+        pin.wait_paused();
         signal("KILL", pid_of(&started));
         wait_for("the server to be gone", Duration::from_secs(10), || is_gone(pid_of(&started)).then_some(()));
-        std::fs::write(&resume, "").unwrap();
-        let _ = stop.stdin.take();
+        pin.resume();
         let outcome = finish(stop, "ocx stop").success().json();
         assert_eq!(outcome[0]["result"], "already gone", "round {round}: {outcome}");
         assert_eq!(outcome[0]["signal"], Value::Null, "round {round}: nothing was sent: {outcome}");
@@ -385,32 +382,17 @@ fn a_stop_after_a_recorded_crash_wins_over_the_restart() {
     let stand_in = env.stand_in();
     let dir = format!("STAND_IN_DIR={}", env.control_dir().display());
     for round in 0..5 {
-        let resume = env.root.path().join(format!("watch-resume-{round}"));
-        let started = finish(
-            env.ocx()
-                .args(["start", "--json", "--opencode", stand_in.to_str().unwrap(), "--env", &dir])
-                .env("OCX_TEST_PAUSE_AT", "watch:restart")
-                .env("OCX_TEST_RESUME", &resume)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-            "ocx start",
-        )
-        .success()
-        .json()[0]
-            .clone();
+        // The watcher inherits the pause from the start's environment.
+        let pin = Pin::new(&env, "watch:restart", round);
+        let args = ["start", "--json", "--opencode", stand_in.to_str().unwrap(), "--env", &dir];
+        let started = run_with(&env, &args, &pin.vars()).success().json()[0].clone();
         let id = started["id"].as_str().unwrap();
         signal("KILL", pid_of(&started));
-        let mut at = resume.clone().into_os_string();
-        at.push(".at");
-        wait_for("the watcher to record the crash and pause", Duration::from_secs(10), || {
-            std::path::Path::new(&at).exists().then_some(())
-        });
+        pin.wait_paused();
         assert_eq!(env.listed(id)["status"], "restarting", "round {round}");
         let began = Instant::now();
         let stop = env.run(&["stop", id, "--json"]).success().json();
-        std::fs::write(&resume, "").unwrap();
+        pin.resume();
         assert_eq!(stop[0]["result"], "already gone", "round {round}: {stop}");
         assert!(began.elapsed() < Duration::from_secs(20), "round {round}");
         assert!(is_gone(watcher_of(&started)), "round {round}: the watcher outlived the stop");
