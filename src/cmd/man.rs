@@ -93,8 +93,10 @@ No such instance, or a name or prefix that matches several.
 \fB4\fR
 Timed out (\fB\-\-timeout\fR, or a lock held too long by another ocx).
 .TP
-\fB130\fR
-Interrupted (Ctrl\-C); what was under way was stopped or aborted.
+\fB130\fR, \fB143\fR, \fB129\fR
+Interrupted by Ctrl\-C, SIGTERM or SIGHUP; what was under way was stopped or aborted first
+(a prompt is aborted on the server, a server being started is stopped). \fBocx events\fR and
+\fBocx logs \-f\fR end with 0: following is what they were asked to do until then.
 "#;
 
 pub fn run(args: ManArgs) -> Result<()> {
