@@ -14,7 +14,7 @@ use crate::record::{self, Supervision};
 use crate::{output, parallel, process};
 
 pub fn run(home: &Home, args: StartArgs) -> Result<()> {
-    let plan = plan(&args)?;
+    let plan = plan(home, &args)?;
     let names: Vec<Option<String>> = match &args.name {
         Some(name) if args.count == 1 => vec![Some(name.clone())],
         Some(name) => (1..=args.count).map(|i| Some(format!("{name}-{i}"))).collect(),
@@ -44,7 +44,7 @@ pub fn run(home: &Home, args: StartArgs) -> Result<()> {
 }
 
 /// What the arguments ask for, checked.
-fn plan(args: &StartArgs) -> Result<Plan> {
+fn plan(home: &Home, args: &StartArgs) -> Result<Plan> {
     let binary = opencode::find_opencode(args.opencode.as_deref())?;
     let dir = match &args.dir {
         Some(dir) => dir.clone(),
@@ -83,7 +83,7 @@ fn plan(args: &StartArgs) -> Result<Plan> {
         _ => {}
     }
     // A major version ocx does not speak is refused before anything starts.
-    opencode::check_version(&binary, &env)?;
+    opencode::check_version(home, &binary, &env)?;
     Ok(Plan {
         binary,
         dir,

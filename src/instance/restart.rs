@@ -44,7 +44,7 @@ pub fn restart(home: &Home, id: &str, options: &RestartOptions) -> Result<Starte
         return Err(anyhow!(Failure::new(code::NOT_FOUND, format!("instance {id} is gone (stopped meanwhile)"))));
     };
     let record = held.record().clone();
-    opencode::check_version(&record.opencode.path, &record.env)?;
+    opencode::check_version(home, &record.opencode.path, &record.env)?;
     // Like a stop: the intent first, so the old watcher does not restart the server itself.
     let vouch = stop::begin(home, &mut held)?;
     let uptime_s = match &vouch {

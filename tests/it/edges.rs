@@ -323,15 +323,19 @@ fn a_watcher_is_vouched_for_by_its_marker() {
 #[test]
 fn opencode_2_is_refused_clearly() {
     let env = TestEnv::new();
+    // A copy of its own: ocx remembers what a binary's `--version` said while it is unchanged.
+    let two = env.root.path().join("opencode-2");
+    std::fs::copy(env.stand_in(), &two).unwrap();
     env.control("version", "2.0.0");
-    let stand_in = env.stand_in();
     let dir = format!("STAND_IN_DIR={}", env.control_dir().display());
-    let start = || env.run(&["start", "--opencode", stand_in.to_str().unwrap(), "--env", &dir]);
-    start().code(1).stderr_has("opencode 2.0.0").stderr_has("ocx speaks opencode 1.x").stderr_has("1.18.33");
+    let start = |binary: &std::path::Path| env.run(&["start", "--opencode", binary.to_str().unwrap(), "--env", &dir]);
+    start(&two).code(1).stderr_has("opencode 2.0.0").stderr_has("ocx speaks opencode 1.x").stderr_has("1.18.33");
     assert!(env.record_files().is_empty());
+    assert_eq!(env.marked(), vec![]);
+    // One whose `--version` says nothing but whose health answer says 2.x.
     std::fs::remove_file(env.control_dir().join("version")).unwrap();
     env.control("health-version", "2.0.0");
-    start().code(1).stderr_has("opencode 2.0.0");
+    start(&env.stand_in()).code(1).stderr_has("opencode 2.0.0");
     assert!(env.record_files().is_empty());
     assert_eq!(env.marked(), vec![]);
     // A server that says 2.x once it runs (upgraded in place) is shown with its version.

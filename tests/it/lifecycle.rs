@@ -284,8 +284,10 @@ fn the_server_survives_the_shell_that_started_it() {
         .args(["-c", &format!("'{ocx}' start --name survivor >/dev/null 2>&1; exec sleep 300")])
         .process_group(0);
     let shell = Guard(sh.spawn().unwrap());
+    // Until `ocx start` returned (the record says so): a SIGHUP during the start ends the start
+    // as Ctrl-C does, which stops the server it was starting.
     let record = wait_for("the instance to run", Duration::from_secs(90), || {
-        env.ls().into_iter().find(|r| r["status"] == "running")
+        env.ls().into_iter().find(|r| r["status"] == "running" && r["state"] == "running")
     });
     // The terminal closes: its whole process group gets SIGHUP.
     // SAFETY: signals the group of the shell this test started.
