@@ -6,11 +6,22 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine;
 use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::{Value, json};
 use ureq::Agent;
 use ureq::http::Response;
 
 use crate::record::Record;
+
+/// Caps on what ocx reads of an answer, so a confused server cannot make it hold much: small
+/// answers (health, status) stay small; lists of sessions or requests get room to grow.
+const SMALL_BODY: u64 = 1 << 20;
+const LIST_BODY: u64 = 64 << 20;
+/// A session's messages: a long session easily passes ureq's default 10 MB (a 12 MB answer is
+/// a normal long session), so the cap is only there to stop a runaway.
+const MESSAGES_BODY: u64 = 1 << 30;
+/// Messages asked for per request when a session is read from its end.
+const PAGE: usize = 16;
 
 /// An HTTP client for one server.
 pub struct Client {
@@ -68,8 +79,15 @@ impl Client {
     }
 
     fn get(&self, path: &str) -> Result<Response<ureq::Body>> {
+        self.get_with(path, &[])
+    }
+
+    fn get_with(&self, path: &str, query: &[(&str, &str)]) -> Result<Response<ureq::Body>> {
         let url = format!("{}{path}", self.base);
-        self.request(self.agent.get(&url)).call().with_context(|| format!("GET {url}"))
+        self.request(self.agent.get(&url))
+            .query_pairs(query.iter().copied())
+            .call()
+            .with_context(|| format!("GET {url}"))
     }
 
     fn post(&self, path: &str, body: &Value) -> Result<Response<ureq::Body>> {
@@ -84,7 +102,7 @@ impl Client {
             resp = self.get("/api/health")?;
         }
         match resp.status().as_u16() {
-            200 => resp.into_body().read_json().context("the health answer is not the expected JSON"),
+            200 => read_json(resp, SMALL_BODY).context("the health answer is not the expected JSON"),
             401 => bail!("the server refused ocx's credentials (401)"),
             status => bail!("the health check answered {status}"),
         }
@@ -92,13 +110,13 @@ impl Client {
 
     /// `POST /session`: a new session; returns its id.
     pub fn create_session(&self, title: &str) -> Result<String> {
-        let session: Value = ok_json(self.post("/session", &json!({ "title": title }))?)?;
+        let session: Value = ok_json(self.post("/session", &json!({ "title": title }))?, LIST_BODY)?;
         session["id"].as_str().map(str::to_string).context("the new session has no id")
     }
 
     /// `GET /session`: every session of the project.
     pub fn sessions(&self) -> Result<Vec<Value>> {
-        ok_json(self.get("/session")?)
+        ok_json(self.get("/session")?, LIST_BODY)
     }
 
     /// `GET /session/{id}`: None when the server does not know it.
@@ -107,12 +125,12 @@ impl Client {
         if is_unknown_session(resp.status().as_u16()) {
             return Ok(None);
         }
-        ok_json(resp).map(Some)
+        ok_json(resp, LIST_BODY).map(Some)
     }
 
     /// `GET /session/status`: the sessions that are not idle, by id.
     pub fn busy_sessions(&self) -> Result<serde_json::Map<String, Value>> {
-        ok_json(self.get("/session/status")?)
+        ok_json(self.get("/session/status")?, SMALL_BODY)
     }
 
     /// `POST /session/{id}/prompt_async`: start a prompt; the work shows on the event stream.
@@ -132,7 +150,7 @@ impl Client {
     /// `GET /permission`: the permission requests waiting for an answer (stale ones of aborted
     /// prompts included).
     pub fn permissions(&self) -> Result<Vec<Value>> {
-        ok_json(self.get("/permission")?)
+        ok_json(self.get("/permission")?, LIST_BODY)
     }
 
     /// `POST /permission/{id}/reply`: `once`, `always` or `reject`.
@@ -142,7 +160,7 @@ impl Client {
 
     /// `GET /question`: the agent's questions waiting for an answer.
     pub fn questions(&self) -> Result<Vec<Value>> {
-        ok_json(self.get("/question")?)
+        ok_json(self.get("/question")?, LIST_BODY)
     }
 
     /// `POST /question/{id}/reply`: the chosen labels (or typed answer), one list per question.
@@ -155,9 +173,58 @@ impl Client {
         check(self.post(&format!("/question/{id}/reject"), &json!({}))?).map(drop)
     }
 
-    /// `GET /session/{id}/message`: every message with its parts (`{info, parts}`).
+    /// `GET /session/{id}/message`: every message with its parts (`{info, parts}`), oldest
+    /// first. A long session's are large: where only its end matters, [`Client::messages_since`].
     pub fn messages(&self, id: &str) -> Result<Vec<Value>> {
-        ok_json(self.get(&format!("/session/{id}/message"))?)
+        ok_json(self.get(&format!("/session/{id}/message"))?, MESSAGES_BODY)
+    }
+
+    /// `GET /session/{id}/message?limit=N&before=CURSOR`: the last `limit` messages before the
+    /// cursor (or the session's end), oldest first, and the cursor for the page before them
+    /// (None at the session's start). A server that does not page answers every message and
+    /// no cursor.
+    pub fn message_page(&self, id: &str, limit: usize, before: Option<&str>) -> Result<(Vec<Value>, Option<String>)> {
+        // `limit=0` means no limit.
+        let limit = limit.max(1).to_string();
+        let mut query = vec![("limit", limit.as_str())];
+        query.extend(before.map(|cursor| ("before", cursor)));
+        let resp = check(self.get_with(&format!("/session/{id}/message"), &query)?)?;
+        let next = resp.headers().get("x-next-cursor").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let page = read_json(resp, MESSAGES_BODY).context("the server's answer is not the expected JSON")?;
+        Ok((page, next.filter(|c| !c.is_empty())))
+    }
+
+    /// The messages after the one with id `after`, oldest first: all of them when `after` is
+    /// None or not among them. Read from the session's end a page at a time, so the earlier
+    /// messages of a long session are neither fetched nor kept.
+    pub fn messages_since(&self, id: &str, after: Option<&str>) -> Result<Vec<Value>> {
+        let mut pages = Vec::new();
+        let mut cursor = None;
+        loop {
+            let (mut page, next) = self.message_page(id, PAGE, cursor.as_deref())?;
+            if let Some(at) = after.and_then(|after| page.iter().position(|m| m["info"]["id"] == after)) {
+                page.drain(..=at);
+                pages.push(page);
+                break;
+            }
+            pages.push(page);
+            match next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        Ok(pages.into_iter().rev().flatten().collect())
+    }
+
+    /// How many messages a session has, counted as the answer streams in: none of them is kept.
+    pub fn message_count(&self, id: &str) -> Result<usize> {
+        let resp = check(self.get(&format!("/session/{id}/message"))?)?;
+        let body = BufReader::new(resp.into_body().into_with_config().limit(MESSAGES_BODY).reader());
+        // `IgnoredAny` is zero-sized, so the Vec allocates nothing; each message is skipped
+        // as it is parsed.
+        let messages: Vec<IgnoredAny> =
+            serde_json::from_reader(body).context("the server's answer is not the expected JSON")?;
+        Ok(messages.len())
     }
 
     /// `GET /event`: the server's event stream, one JSON value per event. The request has no
@@ -204,8 +271,13 @@ fn check(resp: Response<ureq::Body>) -> Result<Response<ureq::Body>> {
     }
 }
 
-fn ok_json<T: serde::de::DeserializeOwned>(resp: Response<ureq::Body>) -> Result<T> {
-    check(resp)?.into_body().read_json().context("the server's answer is not the expected JSON")
+/// The body of a 2xx answer as JSON, read up to `limit` bytes.
+fn ok_json<T: DeserializeOwned>(resp: Response<ureq::Body>, limit: u64) -> Result<T> {
+    read_json(check(resp)?, limit).context("the server's answer is not the expected JSON")
+}
+
+fn read_json<T: DeserializeOwned>(resp: Response<ureq::Body>, limit: u64) -> Result<T, ureq::Error> {
+    resp.into_body().into_with_config().limit(limit).read_json()
 }
 
 /// Server-sent events: `data: {json}` lines, events separated by blank lines.
