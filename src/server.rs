@@ -317,9 +317,73 @@ impl Iterator for Events {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    use serde_json::{Value, json};
+
+    use super::Client;
+
     #[test]
     fn basic_auth_is_rfc_7617() {
         assert_eq!(super::basic_auth("opencode", "pw"), "Basic b3BlbmNvZGU6cHc=");
         assert_eq!(super::basic_auth("a", ""), "Basic YTo=");
+    }
+
+    /// A server with one session of `count` messages `m0`, `m1`, …, paged as opencode 1.18.33
+    /// pages them: the last `limit` before the cursor, and `x-next-cursor` while there are more
+    /// (here the cursor is the index of the page's first message). Its requests' paths go on
+    /// the channel.
+    fn paging_server(count: usize) -> (String, std::sync::mpsc::Receiver<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().map_while(Result::ok) {
+                // The request line, then the headers up to the blank line (read, so that closing
+                // the connection does not reset it).
+                let lines: Vec<String> =
+                    BufReader::new(&conn).lines().map_while(Result::ok).take_while(|l| !l.is_empty()).collect();
+                let path = lines.first().and_then(|l| l.split_whitespace().nth(1)).unwrap_or("").to_string();
+                let param = |name: &str| {
+                    let query = path.split_once('?').map_or("", |(_, q)| q);
+                    query.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse::<usize>().ok())
+                };
+                let end = param("before").unwrap_or(count);
+                let start = param("limit").map_or(0, |limit| end.saturating_sub(limit));
+                let page: Vec<Value> = (start..end).map(|i| json!({"info": {"id": format!("m{i}")}})).collect();
+                let body = Value::from(page).to_string();
+                let cursor = if start > 0 { format!("x-next-cursor: {start}\r\n") } else { String::new() };
+                let head =
+                    format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n{cursor}connection: close\r\n\r\n", body.len());
+                // Sent before the answer: the client has it on the channel once it has its answer.
+                let _ = tx.send(path);
+                let _ = conn.write_all(format!("{head}{body}").as_bytes());
+            }
+        });
+        (base, rx)
+    }
+
+    #[test]
+    fn a_session_is_read_from_its_end_a_page_at_a_time() {
+        let ids = |messages: Vec<Value>| -> Vec<String> {
+            messages.iter().map(|m| m["info"]["id"].as_str().unwrap().to_string()).collect()
+        };
+        let names = |range: std::ops::Range<usize>| -> Vec<String> { range.map(|i| format!("m{i}")).collect() };
+        let (base, requests) = paging_server(40);
+        let client = Client::new(&base, "opencode", None, Duration::from_secs(5));
+        let (last, cursor) = client.message_page("ses_a", 1, None).unwrap();
+        assert_eq!((ids(last), cursor.as_deref()), (names(39..40), Some("39")));
+        assert_eq!(requests.recv().unwrap(), "/session/ses_a/message?limit=1");
+        // Pages of 16 back to the one that holds m10: [24, 40), then [8, 24).
+        assert_eq!(ids(client.messages_since("ses_a", Some("m10")).unwrap()), names(11..40));
+        assert_eq!(requests.try_iter().count(), 2, "two pages");
+        assert_eq!(ids(client.messages_since("ses_a", Some("m39")).unwrap()), names(0..0));
+        assert_eq!(requests.try_iter().count(), 1);
+        // Not found, or none given: every message, in order.
+        assert_eq!(ids(client.messages_since("ses_a", Some("gone")).unwrap()), names(0..40));
+        assert_eq!(ids(client.messages_since("ses_a", None).unwrap()), names(0..40));
+        assert_eq!(client.message_count("ses_a").unwrap(), 40);
     }
 }
