@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine;
 use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::{Value, json};
 use ureq::Agent;
 use ureq::http::Response;
@@ -18,6 +19,16 @@ pub const HEALTH_PATHS: [&str; 2] = ["/global/health", "/api/health"];
 /// long is dead even though its connection looks open (a half-open connection, a stalled
 /// proxy). Reading it then fails, and its reader reconnects as for a stream the server closed.
 pub const EVENTS_SILENCE: Duration = Duration::from_secs(30);
+
+/// Caps on what ocx reads of an answer, so a confused server cannot make it hold much: small
+/// answers (health, status) stay small; lists of sessions or requests get room to grow.
+const SMALL_BODY: u64 = 1 << 20;
+const LIST_BODY: u64 = 64 << 20;
+/// A session's messages: a long session easily passes ureq's default 10 MB (a 12 MB answer is
+/// a normal long session), so the cap is only there to stop a runaway.
+const MESSAGES_BODY: u64 = 1 << 30;
+/// Messages asked for per request when a session is read from its end.
+const PAGE: usize = 16;
 
 /// An HTTP client for one server.
 pub struct Client {
@@ -71,8 +82,15 @@ impl Client {
     }
 
     fn get(&self, path: &str) -> Result<Response<ureq::Body>> {
+        self.get_with(path, &[])
+    }
+
+    fn get_with(&self, path: &str, query: &[(&str, &str)]) -> Result<Response<ureq::Body>> {
         let url = format!("{}{path}", self.base);
-        self.request(self.agent.get(&url)).call().with_context(|| format!("GET {url}"))
+        self.request(self.agent.get(&url))
+            .query_pairs(query.iter().copied())
+            .call()
+            .with_context(|| format!("GET {url}"))
     }
 
     fn post(&self, path: &str, body: &Value) -> Result<Response<ureq::Body>> {
@@ -90,7 +108,7 @@ impl Client {
             resp = self.get(path)?;
         }
         match resp.status().as_u16() {
-            200 => resp.into_body().read_json().context("the health answer is not the expected JSON"),
+            200 => read_json(resp, SMALL_BODY).context("the health answer is not the expected JSON"),
             401 => bail!("the server refused ocx's credentials (401)"),
             status => bail!("the health check answered {status}"),
         }
@@ -98,13 +116,13 @@ impl Client {
 
     /// `POST /session`: a new session; returns its id.
     pub fn create_session(&self, title: &str) -> Result<String> {
-        let session: Value = ok_json(self.post("/session", &json!({ "title": title }))?)?;
+        let session: Value = ok_json(self.post("/session", &json!({ "title": title }))?, LIST_BODY)?;
         session["id"].as_str().map(str::to_string).context("the new session has no id")
     }
 
     /// `GET /session`: every session of the project.
     pub fn sessions(&self) -> Result<Vec<Value>> {
-        ok_json(self.get("/session")?)
+        ok_json(self.get("/session")?, LIST_BODY)
     }
 
     /// `GET /session/{id}`: None when the server does not know it.
@@ -113,12 +131,12 @@ impl Client {
         if is_unknown_session(resp.status().as_u16()) {
             return Ok(None);
         }
-        ok_json(resp).map(Some)
+        ok_json(resp, LIST_BODY).map(Some)
     }
 
     /// `GET /session/status`: the sessions that are not idle, by id.
     pub fn busy_sessions(&self) -> Result<serde_json::Map<String, Value>> {
-        ok_json(self.get("/session/status")?)
+        ok_json(self.get("/session/status")?, SMALL_BODY)
     }
 
     /// `POST /session/{id}/prompt_async`: start a prompt; the work shows on the event stream.
@@ -138,7 +156,7 @@ impl Client {
     /// `GET /permission`: the permission requests waiting for an answer (stale ones of aborted
     /// prompts included).
     pub fn permissions(&self) -> Result<Vec<Value>> {
-        ok_json(self.get("/permission")?)
+        ok_json(self.get("/permission")?, LIST_BODY)
     }
 
     /// `POST /permission/{id}/reply`: `once`, `always` or `reject`.
@@ -148,7 +166,7 @@ impl Client {
 
     /// `GET /question`: the agent's questions waiting for an answer.
     pub fn questions(&self) -> Result<Vec<Value>> {
-        ok_json(self.get("/question")?)
+        ok_json(self.get("/question")?, LIST_BODY)
     }
 
     /// `POST /question/{id}/reply`: the chosen labels (or typed answer), one list per question.
@@ -161,9 +179,58 @@ impl Client {
         check(self.post(&format!("/question/{id}/reject"), &json!({}))?).map(drop)
     }
 
-    /// `GET /session/{id}/message`: every message with its parts (`{info, parts}`).
+    /// `GET /session/{id}/message`: every message with its parts (`{info, parts}`), oldest
+    /// first. A long session's are large: where only its end matters, [`Client::messages_since`].
     pub fn messages(&self, id: &str) -> Result<Vec<Value>> {
-        ok_json(self.get(&format!("/session/{id}/message"))?)
+        ok_json(self.get(&format!("/session/{id}/message"))?, MESSAGES_BODY)
+    }
+
+    /// `GET /session/{id}/message?limit=N&before=CURSOR`: the last `limit` messages before the
+    /// cursor (or the session's end), oldest first, and the cursor for the page before them
+    /// (None at the session's start). A server that does not page answers every message and
+    /// no cursor.
+    pub fn message_page(&self, id: &str, limit: usize, before: Option<&str>) -> Result<(Vec<Value>, Option<String>)> {
+        // `limit=0` means no limit.
+        let limit = limit.max(1).to_string();
+        let mut query = vec![("limit", limit.as_str())];
+        query.extend(before.map(|cursor| ("before", cursor)));
+        let resp = check(self.get_with(&format!("/session/{id}/message"), &query)?)?;
+        let next = resp.headers().get("x-next-cursor").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let page = read_json(resp, MESSAGES_BODY).context("the server's answer is not the expected JSON")?;
+        Ok((page, next.filter(|c| !c.is_empty())))
+    }
+
+    /// The messages after the one with id `after`, oldest first: all of them when `after` is
+    /// None or not among them. Read from the session's end a page at a time, so the earlier
+    /// messages of a long session are neither fetched nor kept.
+    pub fn messages_since(&self, id: &str, after: Option<&str>) -> Result<Vec<Value>> {
+        let mut pages = Vec::new();
+        let mut cursor = None;
+        loop {
+            let (mut page, next) = self.message_page(id, PAGE, cursor.as_deref())?;
+            if let Some(at) = after.and_then(|after| page.iter().position(|m| m["info"]["id"] == after)) {
+                page.drain(..=at);
+                pages.push(page);
+                break;
+            }
+            pages.push(page);
+            match next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        Ok(pages.into_iter().rev().flatten().collect())
+    }
+
+    /// How many messages a session has, counted as the answer streams in: none of them is kept.
+    pub fn message_count(&self, id: &str) -> Result<usize> {
+        let resp = check(self.get(&format!("/session/{id}/message"))?)?;
+        let body = BufReader::new(resp.into_body().into_with_config().limit(MESSAGES_BODY).reader());
+        // `IgnoredAny` is zero-sized, so the Vec allocates nothing; each message is skipped
+        // as it is parsed.
+        let messages: Vec<IgnoredAny> =
+            serde_json::from_reader(body).context("the server's answer is not the expected JSON")?;
+        Ok(messages.len())
     }
 
     /// `GET /event`: the server's event stream, one JSON value per event. The request has no
@@ -217,8 +284,13 @@ fn check(resp: Response<ureq::Body>) -> Result<Response<ureq::Body>> {
     }
 }
 
-fn ok_json<T: serde::de::DeserializeOwned>(resp: Response<ureq::Body>) -> Result<T> {
-    check(resp)?.into_body().read_json().context("the server's answer is not the expected JSON")
+/// The body of a 2xx answer as JSON, read up to `limit` bytes.
+fn ok_json<T: DeserializeOwned>(resp: Response<ureq::Body>, limit: u64) -> Result<T> {
+    read_json(check(resp)?, limit).context("the server's answer is not the expected JSON")
+}
+
+fn read_json<T: DeserializeOwned>(resp: Response<ureq::Body>, limit: u64) -> Result<T, ureq::Error> {
+    resp.into_body().into_with_config().limit(limit).read_json()
 }
 
 /// Server-sent events: `data: {json}` lines, events separated by blank lines.
@@ -259,9 +331,13 @@ impl Iterator for Events {
 
 #[cfg(test)]
 mod tests {
-    use std::io::{Read, Write};
+    use std::io::{BufRead, BufReader, Read, Write};
     use std::net::TcpListener;
     use std::time::{Duration, Instant};
+
+    use serde_json::{Value, json};
+
+    use super::Client;
 
     #[test]
     fn basic_auth_is_rfc_7617() {
@@ -291,5 +367,61 @@ mod tests {
         assert!(events.next().is_some_and(|e| e.is_err()), "silence is an error");
         let took = started.elapsed();
         assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(5), "{took:?}");
+    }
+
+    /// A server with one session of `count` messages `m0`, `m1`, …, paged as opencode 1.18.33
+    /// pages them: the last `limit` before the cursor, and `x-next-cursor` while there are more
+    /// (here the cursor is the index of the page's first message). Its requests' paths go on
+    /// the channel.
+    fn paging_server(count: usize) -> (String, std::sync::mpsc::Receiver<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().map_while(Result::ok) {
+                // The request line, then the headers up to the blank line (read, so that closing
+                // the connection does not reset it).
+                let lines: Vec<String> =
+                    BufReader::new(&conn).lines().map_while(Result::ok).take_while(|l| !l.is_empty()).collect();
+                let path = lines.first().and_then(|l| l.split_whitespace().nth(1)).unwrap_or("").to_string();
+                let param = |name: &str| {
+                    let query = path.split_once('?').map_or("", |(_, q)| q);
+                    query.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse::<usize>().ok())
+                };
+                let end = param("before").unwrap_or(count);
+                let start = param("limit").map_or(0, |limit| end.saturating_sub(limit));
+                let page: Vec<Value> = (start..end).map(|i| json!({"info": {"id": format!("m{i}")}})).collect();
+                let body = Value::from(page).to_string();
+                let cursor = if start > 0 { format!("x-next-cursor: {start}\r\n") } else { String::new() };
+                let head =
+                    format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n{cursor}connection: close\r\n\r\n", body.len());
+                // Sent before the answer: the client has it on the channel once it has its answer.
+                let _ = tx.send(path);
+                let _ = conn.write_all(format!("{head}{body}").as_bytes());
+            }
+        });
+        (base, rx)
+    }
+
+    #[test]
+    fn a_session_is_read_from_its_end_a_page_at_a_time() {
+        let ids = |messages: Vec<Value>| -> Vec<String> {
+            messages.iter().map(|m| m["info"]["id"].as_str().unwrap().to_string()).collect()
+        };
+        let names = |range: std::ops::Range<usize>| -> Vec<String> { range.map(|i| format!("m{i}")).collect() };
+        let (base, requests) = paging_server(40);
+        let client = Client::new(&base, "opencode", None, Duration::from_secs(5));
+        let (last, cursor) = client.message_page("ses_a", 1, None).unwrap();
+        assert_eq!((ids(last), cursor.as_deref()), (names(39..40), Some("39")));
+        assert_eq!(requests.recv().unwrap(), "/session/ses_a/message?limit=1");
+        // Pages of 16 back to the one that holds m10: [24, 40), then [8, 24).
+        assert_eq!(ids(client.messages_since("ses_a", Some("m10")).unwrap()), names(11..40));
+        assert_eq!(requests.try_iter().count(), 2, "two pages");
+        assert_eq!(ids(client.messages_since("ses_a", Some("m39")).unwrap()), names(0..0));
+        assert_eq!(requests.try_iter().count(), 1);
+        // Not found, or none given: every message, in order.
+        assert_eq!(ids(client.messages_since("ses_a", Some("gone")).unwrap()), names(0..40));
+        assert_eq!(ids(client.messages_since("ses_a", None).unwrap()), names(0..40));
+        assert_eq!(client.message_count("ses_a").unwrap(), 40);
     }
 }

@@ -25,19 +25,31 @@ pub fn run(home: &Home, args: LogsArgs) -> Result<()> {
     let show = Show { timestamps: args.timestamps, since };
     // The current file stays open from here on: a rotation meanwhile is seen by the follower.
     let mut current = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-    let (mut stored, offset) = match (since, args.lines) {
-        (Some(since), _) => log::since(&mut current, &log::files(&path), since),
-        (None, lines) => log::tail(&mut current, &log::files(&path), lines.unwrap_or(DEFAULT_LINES)),
-    }
-    .with_context(|| format!("cannot read {}", path.display()))?;
-    if let (Some(n), Some(_)) = (args.lines, since) {
-        // Both: the last N of the lines since then.
-        let lines: Vec<&[u8]> = stored.split_inclusive(|&b| b == b'\n').collect();
-        stored = lines[lines.len().saturating_sub(n)..].concat();
-    }
+    let files = log::files(&path);
+    let cannot_read = || format!("cannot read {}", path.display());
     let (mut shown, mut after) = (Vec::new(), false);
-    show.render(&stored, &mut shown, &mut after);
-    output::write(&shown)?;
+    let offset = match (since, args.lines) {
+        (Some(since), None) => {
+            // Streamed a block at a time: what --since covers can be the whole log.
+            let mut reader = log::since(&mut current, &files, since).with_context(cannot_read)?;
+            let mut block = Vec::new();
+            while reader.next_block(&mut block).with_context(cannot_read)? {
+                shown.clear();
+                show.render(&block, &mut shown, &mut after);
+                output::write(&shown)?;
+            }
+            reader.offset().with_context(cannot_read)?
+        }
+        // With --since too, the last N of the lines since then: the lines are in order of time,
+        // so those are the last N lines, less the ones before that time.
+        (_, lines) => {
+            let (stored, offset) =
+                log::tail(&mut current, &files, lines.unwrap_or(DEFAULT_LINES)).with_context(cannot_read)?;
+            show.render(&stored, &mut shown, &mut after);
+            output::write(&shown)?;
+            offset
+        }
+    };
     if !args.follow {
         return Ok(());
     }

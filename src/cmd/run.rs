@@ -56,21 +56,16 @@ pub fn run(home: &Home, args: RunArgs, host: Option<&Host>) -> Result<()> {
     let body = prompt_body(&prompt, &args)?;
     let session = choose_session(&client, &record, &args, &prompt)?;
     if args.detach {
-        let before = client.messages(&session)?.len();
+        // The session's last message so far: the prompt's turn is what comes after it. A new
+        // session has none; of an old one only the last message is read.
+        let before = if args.session.is_some() || args.continue_ {
+            client.message_page(&session, 1, None)?.0.pop()
+        } else {
+            None
+        };
+        let before = before.as_ref().and_then(|m| m["info"]["id"].as_str());
         client.prompt_async(&session, &body)?;
-        // Taken once this server has the session busy, or its reply is finished already: then
-        // `ocx wait` started right after finds the instance that works on it (every instance of
-        // a user knows every session; only that one has it busy).
-        let deadline = Instant::now() + REQUEST_TIMEOUT;
-        while !client.busy_sessions()?.contains_key(&session) && {
-            let messages = client.messages(&session)?;
-            messages.len() <= before || !turn::last_reply_finished(&messages)
-        } {
-            if Instant::now() >= deadline {
-                return Err(anyhow!("the server did not take the prompt within {}s", REQUEST_TIMEOUT.as_secs()));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_taken(&client, &session, before)?;
         match args.format {
             Format::Text => output::line(&session)?,
             Format::Json => output::line(json!({"sessionID": session, "instance": record.id}))?,
@@ -93,6 +88,35 @@ pub fn run(home: &Home, args: RunArgs, host: Option<&Host>) -> Result<()> {
     // an error, a panic): no agent goes on working after ocx is gone.
     drop(turn);
     result
+}
+
+/// Returns once this server has the session busy, or its reply to the prompt sent after message
+/// `before` is finished already: then `ocx wait` started right after finds the instance that
+/// works on it (every instance of a user knows every session; only that one has it busy).
+/// The status is cheap and polled; the turn's messages are read only while the status says
+/// idle (the prompt not taken yet, or answered already), less often the longer that lasts.
+fn wait_taken(client: &Client, session: &str, before: Option<&str>) -> Result<()> {
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    let mut next_read = Instant::now();
+    let mut gap = Duration::from_millis(20);
+    loop {
+        if client.busy_sessions()?.contains_key(session) {
+            return Ok(());
+        }
+        if Instant::now() >= next_read {
+            let turn = client.messages_since(session, before)?;
+            if turn.iter().any(|m| m["info"]["role"] == "user") && turn::last_reply_finished(&turn) {
+                return Ok(());
+            }
+            // A server setting up its project takes a second or more to pick a prompt up.
+            next_read = Instant::now() + gap;
+            gap = (gap * 2).min(Duration::from_millis(500));
+        }
+        if Instant::now() >= deadline {
+            return Err(anyhow!("the server did not take the prompt within {}s", REQUEST_TIMEOUT.as_secs()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The instance and the prompt's words: the first word is the instance if it names one.

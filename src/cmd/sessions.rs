@@ -19,9 +19,9 @@ pub fn run(home: &Home, args: SessionsArgs) -> Result<()> {
     let mut sessions = client.sessions()?;
     sessions.sort_by_key(|s| std::cmp::Reverse(s["time"]["updated"].as_u64().unwrap_or(0)));
     let activity = instance::observe::activity(&client)?;
-    // The session list has no message count: one request each, a few at a time.
-    let counts =
-        parallel::map(&sessions, 8, |s| s["id"].as_str().and_then(|id| client.messages(id).ok()).map(|m| m.len()));
+    // The session list has no message count: one request each, a few at a time, each counted
+    // as it streams in (a long session's messages pass 10 MB).
+    let counts = parallel::map(&sessions, 8, |s| s["id"].as_str().and_then(|id| client.message_count(id).ok()));
     let rows: Vec<Value> = sessions
         .iter()
         .zip(counts)

@@ -7,8 +7,9 @@
 //! which loses what is written meanwhile), so the retained lines are contiguous and the files
 //! of one instance never hold much more than `max_size × max_files`.
 
+use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -194,6 +195,9 @@ impl Show {
     }
 }
 
+/// Logs are read in blocks of this size, forwards and backwards.
+const BLOCK: u64 = 64 * 1024;
+
 /// The last `n` lines across the log's files, oldest first: the current file (open as
 /// `current`) and, when it holds fewer, the rotated ones (`files`, newest first, the current
 /// one first). Also the offset in the current file they end at.
@@ -210,58 +214,125 @@ pub fn tail(current: &mut File, files: &[PathBuf], n: usize) -> io::Result<(Vec<
         want -= bytes.split_inclusive(|&b| b == b'\n').count().min(want);
         chunks.push(bytes);
     }
-    Ok((chunks.into_iter().rev().flatten().collect(), offset))
+    Ok((chunks.into_iter().rev().collect::<Vec<_>>().concat(), offset))
 }
 
-/// The log's lines from `since` on, oldest first: the current file (open as `current`) and the
-/// rotated ones that reach past `since` (`files`, newest first, the current one first). Also
-/// the offset in the current file they end at. The caller filters the lines by their times.
-pub fn since(current: &mut File, files: &[PathBuf], since: SystemTime) -> io::Result<(Vec<u8>, u64)> {
-    let mut older = Vec::new();
+/// The log from its first line stamped at or after `since` to the end of the current file (open
+/// as `current`; `files` as for `tail`). Lines are in order of time: the rotated files that end
+/// before `since` are skipped, the one it falls in is searched. The reader may start up to a
+/// block early: the caller filters the lines by their times.
+pub fn since<'a>(current: &'a mut File, files: &[PathBuf], since: SystemTime) -> io::Result<Reader<'a>> {
+    let mut older = VecDeque::new();
     for path in files.iter().skip(1) {
         let Ok(mut file) = File::open(path) else { continue };
-        let (last, _) = tail_of(&mut file, 1)?;
-        if split_stamp(&last).0.is_some_and(|at| at < since) {
+        if split_stamp(&tail_of(&mut file, 1)?.0).0.is_some_and(|at| at < since) {
             break;
         }
-        older.push(path);
+        older.push_front(file);
     }
-    let mut all = Vec::new();
-    for path in older.into_iter().rev() {
-        File::open(path)?.read_to_end(&mut all)?;
+    for file in older.iter_mut().skip(1).chain([&mut *current]) {
+        file.seek(SeekFrom::Start(0))?;
     }
-    current.seek(SeekFrom::Start(0))?;
-    let offset = current.read_to_end(&mut all)? as u64;
-    Ok((all, offset))
+    seek_since(older.front_mut().unwrap_or(&mut *current), since)?;
+    Ok(Reader { older, current, carry: Vec::new() })
 }
 
-/// The last `n` lines of a file, read backwards in blocks so a large log costs little; and the
-/// offset they end at.
-pub fn tail_of(file: &mut File, n: usize) -> io::Result<(Vec<u8>, u64)> {
-    const BLOCK: u64 = 64 * 1024;
-    let len = file.seek(SeekFrom::End(0))?;
-    let mut start = len;
-    let mut buf: Vec<u8> = Vec::new();
-    loop {
-        // A trailing newline ends the last line; it does not start another.
-        let newlines = buf.iter().filter(|&&b| b == b'\n').count() - usize::from(buf.last() == Some(&b'\n'));
-        if newlines >= n || start == 0 {
-            let skip = newlines.saturating_sub(n);
-            let from = if newlines >= n {
-                buf.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(skip).map_or(0, |(i, _)| i + 1)
-            } else {
-                0
-            };
-            return Ok((buf.split_off(from), len));
+/// The log from a point to the end of its current file, across its files, in blocks of lines.
+pub struct Reader<'a> {
+    /// Rotated files still to read, oldest first (the first one positioned), then `current`.
+    older: VecDeque<File>,
+    current: &'a mut File,
+    /// What was read past the last line end.
+    carry: Vec<u8>,
+}
+
+impl Reader<'_> {
+    /// The next whole lines into `block`, replacing what it held (a last line without its end
+    /// comes as it is); false at the end.
+    pub fn next_block(&mut self, block: &mut Vec<u8>) -> io::Result<bool> {
+        block.clear();
+        loop {
+            let file = self.older.front_mut().unwrap_or(&mut *self.current);
+            if file.take(BLOCK).read_to_end(&mut self.carry)? == 0 {
+                if self.older.pop_front().is_some() {
+                    continue;
+                }
+                std::mem::swap(block, &mut self.carry);
+                return Ok(!block.is_empty());
+            }
+            if let Some(end) = self.carry.iter().rposition(|&b| b == b'\n') {
+                block.extend_from_slice(&self.carry[..=end]);
+                self.carry.drain(..=end);
+                return Ok(true);
+            }
         }
+    }
+
+    /// The offset in the current file reading has reached.
+    pub fn offset(&mut self) -> io::Result<u64> {
+        self.current.stream_position()
+    }
+}
+
+/// Put `file` at most a block before its first line stamped at or after `since`: a binary
+/// search over byte offsets. `lo` stays 0 or the start of a line stamped before `since`.
+fn seek_since(file: &mut (impl Read + Seek), since: SystemTime) -> io::Result<()> {
+    let (mut lo, mut hi) = (0, file.seek(SeekFrom::End(0))?);
+    while lo + BLOCK < hi {
+        let mid = lo + (hi - lo) / 2;
+        match next_stamp(file, mid)? {
+            Some((start, at)) if at < since => lo = start,
+            _ => hi = mid,
+        }
+    }
+    file.seek(SeekFrom::Start(lo)).map(drop)
+}
+
+/// The start and time of the first stamped line that starts after `from`; None when there is
+/// none within a block (lines without a time are from an ocx before they had one).
+fn next_stamp(file: &mut (impl Read + Seek), from: u64) -> io::Result<Option<(u64, SystemTime)>> {
+    file.seek(SeekFrom::Start(from))?;
+    let mut reader = BufReader::new(file);
+    let (mut at, mut line) = (from + reader.skip_until(b'\n')? as u64, Vec::new());
+    while at < from + BLOCK && reader.read_until(b'\n', &mut line)? > 0 {
+        if let (Some(time), _) = split_stamp(&line) {
+            return Ok(Some((at, time)));
+        }
+        at += line.len() as u64;
+        line.clear();
+    }
+    Ok(None)
+}
+
+/// The last `n` lines of a file and the offset they end at. Read backwards a block at a time
+/// until the blocks hold `n` line ends, each block read once and joined once at the end: the
+/// cost is that of the lines returned (plus a block), however large the file.
+pub fn tail_of(file: &mut (impl Read + Seek), n: usize) -> io::Result<(Vec<u8>, u64)> {
+    let len = file.seek(SeekFrom::End(0))?;
+    // A trailing newline ends the last line; it does not start another.
+    let (mut start, mut blocks, mut newlines, mut trailing) = (len, Vec::<Vec<u8>>::new(), 0, 0);
+    while newlines - trailing < n && start > 0 {
         let read_from = start.saturating_sub(BLOCK);
         let mut block = vec![0; (start - read_from) as usize];
         file.seek(SeekFrom::Start(read_from))?;
         file.read_exact(&mut block)?;
-        block.extend_from_slice(&buf);
-        buf = block;
+        if blocks.is_empty() {
+            trailing = usize::from(block.last() == Some(&b'\n'));
+        }
+        newlines += block.iter().filter(|&&b| b == b'\n').count();
+        blocks.push(block);
         start = read_from;
     }
+    // The blocks before the oldest held fewer than `n` line ends: the tail starts in it.
+    if let Some(oldest) = blocks.last_mut()
+        && newlines - trailing >= n
+    {
+        let skip = newlines - trailing - n;
+        let from = oldest.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(skip).map_or(0, |(i, _)| i + 1);
+        oldest.drain(..from);
+    }
+    blocks.reverse();
+    Ok((blocks.concat(), len))
 }
 
 /// Follows the current log file from an offset, across rotations: when the path names a new
@@ -458,5 +529,97 @@ mod tests {
         assert_eq!(tail_of_text("a\nb\n", 0), "");
         let big: String = (0..50_000).map(|i| format!("line {i}\n")).collect();
         assert_eq!(tail_of_text(&big, 3), "line 49997\nline 49998\nline 49999\n");
+    }
+
+    /// Everything `since` yields for a time, as shown (times stripped); checks that what it
+    /// read before its first line is less than a block.
+    fn shown_since(path: &Path, at: SystemTime) -> String {
+        let mut current = File::open(path).unwrap();
+        let mut reader = since(&mut current, &files(path), at).unwrap();
+        let show = Show { timestamps: true, since: Some(at) };
+        let (mut block, mut out, mut after, mut read) = (Vec::new(), Vec::new(), false, 0);
+        while reader.next_block(&mut block).unwrap() {
+            assert!(block.ends_with(b"\n"), "a block ends at a line's end");
+            read += block.len();
+            show.render(&block, &mut out, &mut after);
+        }
+        assert!(read - out.len() < BLOCK as usize + 100, "read {read} bytes to show {}", out.len());
+        assert_eq!(reader.offset().unwrap(), std::fs::metadata(path).unwrap().len());
+        out.split_inclusive(|&b| b == b'\n').map(|l| String::from_utf8_lossy(split_stamp(l).1)).collect()
+    }
+
+    #[test]
+    fn since_finds_its_line_across_rotated_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.log");
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        // Three files of 6000 lines (about 230 KiB, several blocks each), one line a second,
+        // oldest first; every 100th line is followed by one without a time of its own.
+        let line = |i: u64| format!("{}{i} {}\n", stamp(t0 + Duration::from_secs(i)), "x".repeat(i as usize % 17));
+        for (n, file) in [(2, ".2"), (1, ".1"), (0, "")] {
+            let text: String = (6000 * (2 - n)..6000 * (3 - n))
+                .map(|i| if i % 100 == 0 { format!("{}{i} untimed\n", line(i)) } else { line(i) })
+                .collect();
+            std::fs::write(format!("{}{file}", path.display()), text).unwrap();
+        }
+        let expected = |from: u64| -> String {
+            (from..18_000)
+                .map(|i| {
+                    let text = format!("{i} {}\n", "x".repeat(i as usize % 17));
+                    if i % 100 == 0 { format!("{text}{i} untimed\n") } else { text }
+                })
+                .collect()
+        };
+        let check = |at: SystemTime, from: u64| {
+            let shown = shown_since(&path, at);
+            let first = shown.lines().next();
+            assert!(shown == expected(from), "since line {from}: {} lines from {first:?}", shown.lines().count());
+        };
+        for from in [0, 1, 100, 101, 3333, 5999, 6000, 6001, 9000, 12_000, 15_555, 17_999] {
+            check(t0 + Duration::from_secs(from), from);
+        }
+        // Between two lines' times: from the later one.
+        check(t0 + Duration::from_millis(7_000_500), 7001);
+        check(t0 - Duration::from_secs(60), 0);
+        check(t0 + Duration::from_secs(20_000), 18_000);
+    }
+
+    /// Counts the bytes read through it.
+    struct Counted {
+        file: File,
+        read: u64,
+    }
+
+    impl Read for Counted {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.file.read(buf)?;
+            self.read += n as u64;
+            Ok(n)
+        }
+    }
+
+    impl Seek for Counted {
+        fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+            self.file.seek(pos)
+        }
+    }
+
+    #[test]
+    fn a_long_tail_reads_each_block_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("long");
+        // About 2.4 MiB: 37 blocks.
+        let text: String = (0..200_000).map(|i| format!("line {i:06}\n")).collect();
+        std::fs::write(&path, &text).unwrap();
+        for n in [1, 5000, 120_000, 199_999, 200_000, 300_000] {
+            let mut file = Counted { file: File::open(&path).unwrap(), read: 0 };
+            let (tail, end) = tail_of(&mut file, n).unwrap();
+            let want: String = (200_000usize.saturating_sub(n)..200_000).map(|i| format!("line {i:06}\n")).collect();
+            assert!(tail == want.as_bytes(), "the last {n} lines");
+            assert_eq!(end, text.len() as u64);
+            // What the tail holds, rounded up to whole blocks: nothing twice.
+            let blocks = (tail.len() as u64 + 1).div_ceil(BLOCK);
+            assert!(file.read <= (blocks * BLOCK).min(text.len() as u64), "{n} lines: read {} bytes", file.read);
+        }
     }
 }

@@ -219,3 +219,45 @@ fn a_stream_dropped_at_the_first_delta_still_gives_the_whole_answer() {
     let expected: String = (0..40).map(|i| format!("tick {i} ")).collect();
     assert_eq!(run.stdout, format!("{expected}\n"));
 }
+
+/// A session whose messages pass ureq's default 10 MB body cap (a 12 MiB answer): every
+/// command that reads them still works on it.
+#[test]
+fn a_session_over_ten_megabytes_still_works() {
+    let env = TestEnv::new();
+    let id = env.start(&[])["id"].as_str().unwrap().to_string();
+    let huge = crate::support::fake_model::huge_answer();
+    // Not `success()`: its message would quote 12 MB of stdout.
+    let ok = |run: &crate::support::Run, what: &str| {
+        assert_eq!(run.code, Some(0), "{what} failed; stderr:\n{}", run.stderr);
+    };
+
+    let run = env.run(&["run", &id, "HUGE answer please"]);
+    ok(&run, "run HUGE");
+    assert!(run.stdout == format!("{huge}\n") || run.stdout == huge, "stdout is {} bytes", run.stdout.len());
+    let session = session_of(&run);
+
+    let listed = env.run(&["sessions", &id, "--json"]);
+    ok(&listed, "sessions");
+    let listed = listed.json();
+    let row = listed.as_array().unwrap().iter().find(|s| s["id"] == session.as_str()).unwrap().clone();
+    assert_eq!(row["messages"], 2, "{row}");
+
+    let waited = env.run(&["wait", &session]);
+    ok(&waited, "wait");
+    assert!(waited.stdout.len() >= huge.len(), "wait shows the last answer: {} bytes", waited.stdout.len());
+
+    let more = env.run(&["run", &id, "--session", &session, "more after the huge one"]);
+    ok(&more, "run --session");
+    assert_eq!(more.stdout, "echo: more after the huge one\n");
+
+    let detached = env.run(&["run", "--detach", &id, "--session", &session, "detached after the huge one"]);
+    ok(&detached, "run --detach --session");
+    assert_eq!(detached.stdout.trim(), session);
+    let waited = env.run(&["wait", &session]);
+    ok(&waited, "wait after --detach");
+    assert_eq!(waited.stdout, "echo: detached after the huge one\n");
+    let listed = env.run(&["sessions", &id, "--json"]).json();
+    let row = listed.as_array().unwrap().iter().find(|s| s["id"] == session.as_str()).unwrap().clone();
+    assert_eq!(row["messages"], 6, "{row}");
+}

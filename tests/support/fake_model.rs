@@ -3,6 +3,8 @@
 //! What it answers depends on the last user message of each `/v1/chat/completions` call:
 //! - `FAIL` anywhere → HTTP 500;
 //! - `SLOW` → 40 text chunks (`tick N `), 150 ms apart;
+//! - `HUGE` (when the call offers tools) → [`huge_answer`], about 12 MB of text in 64 KiB chunks
+//!   (longer than ureq's default body cap, as a long session's messages are);
 //! - `RUN:<command>` (when the call offers tools) → a `bash` tool call running `<command>`;
 //! - `ASK:` (when the call offers the `question` tool) → the agent asks "Pick one?" (A or B);
 //! - anything else → `echo: <the message>` streamed in small chunks.
@@ -114,6 +116,12 @@ fn answer(conn: &mut TcpStream, request: &Value) -> std::io::Result<()> {
         let ticks: Vec<&str> = ticks.iter().map(String::as_str).collect();
         return stream_text(conn, &ticks, Duration::from_millis(150));
     }
+    if offers_tools && text.contains("HUGE") {
+        // Only the main call: a title or summary call must not get 12 MB too.
+        let huge = huge_answer();
+        let pieces: Vec<&str> = huge.as_bytes().chunks(HUGE_CHUNK).map(|c| std::str::from_utf8(c).unwrap()).collect();
+        return stream_text(conn, &pieces, Duration::ZERO);
+    }
     let offers = |name: &str| {
         request["tools"].as_array().is_some_and(|tools| tools.iter().any(|t| t["function"]["name"] == name))
     };
@@ -141,6 +149,14 @@ fn answer(conn: &mut TcpStream, request: &Value) -> std::io::Result<()> {
     let pieces: Vec<String> = reply.chars().collect::<Vec<_>>().chunks(6).map(|c| c.iter().collect()).collect();
     let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
     stream_text(conn, &pieces, Duration::ZERO)
+}
+
+/// The size of each chunk of the `HUGE` answer.
+const HUGE_CHUNK: usize = 64 * 1024;
+
+/// What the fake model answers to `HUGE`: 192 chunks of 1024 numbered 64-byte lines (12 MiB).
+pub fn huge_answer() -> String {
+    (0..192 * 1024).map(|i| format!("huge line {i:06} {}\n", "x".repeat(64 - 18))).collect()
 }
 
 fn message_text(message: &Value) -> String {
