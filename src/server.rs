@@ -179,12 +179,6 @@ impl Client {
         check(self.post(&format!("/question/{id}/reject"), &json!({}))?).map(drop)
     }
 
-    /// `GET /session/{id}/message`: every message with its parts (`{info, parts}`), oldest
-    /// first. A long session's are large: where only its end matters, [`Client::messages_since`].
-    pub fn messages(&self, id: &str) -> Result<Vec<Value>> {
-        ok_json(self.get(&format!("/session/{id}/message"))?, MESSAGES_BODY)
-    }
-
     /// `GET /session/{id}/message?limit=N&before=CURSOR`: the last `limit` messages before the
     /// cursor (or the session's end), oldest first, and the cursor for the page before them
     /// (None at the session's start). A server that does not page answers every message and
@@ -210,6 +204,27 @@ impl Client {
             let (mut page, next) = self.message_page(id, PAGE, cursor.as_deref())?;
             if let Some(at) = after.and_then(|after| page.iter().position(|m| m["info"]["id"] == after)) {
                 page.drain(..=at);
+                pages.push(page);
+                break;
+            }
+            pages.push(page);
+            match next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        Ok(pages.into_iter().rev().flatten().collect())
+    }
+
+    /// The session's last turn: its last user message and everything after it (every message
+    /// when it has none), read from the end a page at a time, as `messages_since`.
+    pub fn last_turn(&self, id: &str) -> Result<Vec<Value>> {
+        let mut pages = Vec::new();
+        let mut cursor = None;
+        loop {
+            let (mut page, next) = self.message_page(id, PAGE, cursor.as_deref())?;
+            if let Some(at) = page.iter().rposition(|m| m["info"]["role"] == "user") {
+                page.drain(..at);
                 pages.push(page);
                 break;
             }

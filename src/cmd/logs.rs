@@ -11,7 +11,7 @@ use crate::cli::LogsArgs;
 use crate::error::{Failure, code};
 use crate::home::Home;
 use crate::instance::log::{self, Follower, Show};
-use crate::{instance, output, record};
+use crate::{instance, output, process, record};
 
 /// Lines shown when neither -n nor --since says otherwise.
 const DEFAULT_LINES: usize = 50;
@@ -53,13 +53,18 @@ pub fn run(home: &Home, args: LogsArgs) -> Result<()> {
     if !args.follow {
         return Ok(());
     }
-    // Follow from where the tail ended, so a line written meanwhile is not skipped.
+    // Follow from where the tail ended, so a line written meanwhile is not skipped; until
+    // Ctrl-C, SIGTERM or SIGHUP, after which what was read is printed and ocx exits 0.
+    process::install_interrupt_handler();
     let mut follower = Follower::new(&path, current, offset);
     let mut buf = Vec::new();
     loop {
         // While lines flow, read on at once: a fast writer must not rotate past a file before
         // it was read. When nothing came, wait a little.
         if buf.is_empty() {
+            if process::interrupted() {
+                return Ok(());
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
         buf.clear();

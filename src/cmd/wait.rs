@@ -68,7 +68,7 @@ fn owner(records: &[Record], session: &str) -> Result<Record> {
         }
         let Some((_, first)) = found.first() else { break };
         let finished =
-            instance::client(first, LOOKUP_TIMEOUT).messages(session).is_ok_and(|m| turn::last_reply_finished(&m));
+            instance::client(first, LOOKUP_TIMEOUT).last_turn(session).is_ok_and(|m| turn::last_reply_finished(&m));
         if finished || Instant::now() >= deadline {
             return Ok(first.clone());
         }

@@ -195,7 +195,7 @@ impl<'a> Turn<'a> {
         // The turn is over: what is stored is final. An update the stream carried before ocx
         // subscribed (while the stored text was still empty) is printed from it now.
         if !self.aborting {
-            let messages = self.client.messages(&self.session)?;
+            let messages = self.client.last_turn(&self.session)?;
             self.catch_up(&messages)?;
         }
         self.outcome()

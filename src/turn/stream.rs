@@ -95,7 +95,8 @@ impl Turn<'_> {
         // Status first: messages read after the session was seen idle are final (read before,
         // they could hold a reply that ended in between, with its text still empty).
         let busy = self.client.busy_sessions().map(|b| b.contains_key(&self.session)).unwrap_or(true);
-        let messages = self.client.messages(&self.session)?;
+        // This turn's messages only: a long session's earlier ones pass 10 MB.
+        let messages = self.client.last_turn(&self.session)?;
         self.catch_up(&messages)?;
         self.answerer.pending(self.client, &mut self.printer, &self.sessions)?;
         // A prompt the server has stored but not begun to answer is under way too.

@@ -404,3 +404,18 @@ fn a_stop_after_a_recorded_crash_wins_over_the_restart() {
         assert_eq!(env.marked(), vec![], "round {round}: the server came back");
     }
 }
+
+/// Defect 3, the followers: `logs -f` ends with 0 on SIGTERM and SIGHUP, as on Ctrl-C (it
+/// was asked to follow until then; nothing is lost).
+#[test]
+fn sigterm_and_sighup_end_logs_follow_with_0() {
+    let env = TestEnv::new();
+    let id = env.start_stand_in(&[])["id"].as_str().unwrap().to_string();
+    for sig in ["TERM", "HUP", "INT"] {
+        let mut child = spawn(&env, &["logs", "-f", &id]);
+        let lines = crate::support::stdout_lines(&mut child);
+        lines.recv_timeout(Duration::from_secs(10)).expect("the log's first line");
+        signal(sig, child.id());
+        finish(child, "ocx logs -f").code(0);
+    }
+}
