@@ -114,6 +114,11 @@ pub fn write(home: &Home, id: &str, observation: &Observation) -> Result<()> {
     home::write_atomic(&path, &serde_json::to_vec(observation)?)
 }
 
+/// The observation as the watcher last wrote it, fresh or not.
+pub fn read(home: &Home, id: &str) -> Option<Observation> {
+    serde_json::from_slice(&std::fs::read(path(home, id)).ok()?).ok()
+}
+
 /// Remove it (the watcher, as it exits).
 pub fn remove(home: &Home, id: &str) {
     let _ = std::fs::remove_file(path(home, id));
@@ -123,8 +128,7 @@ pub fn remove(home: &Home, id: &str) {
 /// names, of this format, and written within what its health probes allow (the caller checks
 /// that the watcher is alive and the instance's).
 pub fn fresh(home: &Home, record: &Record, now: SystemTime) -> Option<Observation> {
-    let bytes = std::fs::read(path(home, &record.id)).ok()?;
-    let observation: Observation = serde_json::from_slice(&bytes).ok()?;
+    let observation = read(home, &record.id)?;
     let written = humantime::parse_rfc3339(&observation.updated_at).ok()?;
     // A probe every interval (and one taking up to 5 s), plus slack for a loaded machine.
     let allowed = Duration::from_secs(record.supervision.health_interval_s.max(1) * 2 + 10);

@@ -90,6 +90,18 @@ fn the_watcher_answers_what_no_client_answered_in_time() {
     // Inside the project: a path outside it would first ask for `external_directory`.
     let marker = env.project.join("ran");
     let prompt = format!("RUN:touch {}", marker.display());
+    let mut events = crate::support::Guard(
+        env.ocx()
+            .args(["events", answered["id"].as_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = crate::support::stdout_lines(&mut events.0);
+    wait_for("events to connect", Duration::from_secs(30), || {
+        lines.recv_timeout(Duration::from_millis(100)).ok().filter(|l| l.contains("connected"))
+    });
     let s1 = prompt_async(&a, &prompt);
     let s2 = prompt_async(&w, &prompt);
     wait_for("the answered prompt to finish", Duration::from_secs(40), || {
@@ -99,6 +111,10 @@ fn the_watcher_answers_what_no_client_answered_in_time() {
     let log = env.run(&["logs", answered["id"].as_str().unwrap(), "-n", "200"]).success().stdout.clone();
     assert!(log.contains("the watcher answered permission bash (touch"), "{log}");
     assert!(log.contains(": reject (no client answered within 3s)"), "{log}");
+    wait_for("events to show the watcher's answer", Duration::from_secs(10), || {
+        lines.recv_timeout(Duration::from_millis(100)).ok().filter(|l| l.contains("reject by the watcher"))
+    });
+    drop(events);
     // Without the flags: still waiting for an answer well past the other's timeout.
     std::thread::sleep(Duration::from_secs(5));
     assert!(is_busy(&w, &s2), "nothing answered for the client without --permission");
