@@ -104,9 +104,35 @@ pub struct StartArgs {
     #[arg(long, value_name = "SIZE", value_parser = size)]
     pub max_memory: Option<u64>,
 
+    /// Answer a permission request or question that no client answered within --ask-timeout,
+    /// whoever sent the prompt (the SDK, the web UI, curl): `reject` (the tool call fails, the
+    /// question is dismissed) or `allow` (once). The watcher answers, and says so in the log.
+    /// Without it nothing is answered for a client: a slow person at a TUI is never overruled
+    #[arg(long, value_enum, value_name = "ANSWER")]
+    pub permission: Option<AnswerPolicy>,
+
+    /// How long a request may wait for a client's answer before --permission answers it
+    /// (seconds, or 90s, 2m) [default with --permission: 60s]
+    #[arg(long, value_name = "DURATION", value_parser = seconds, requires = "permission")]
+    pub ask_timeout: Option<Duration>,
+
+    /// Run this shell command when something a person should know happens: a session starts
+    /// asking, finishes its turn or fails, the server is restarted, the watcher gives up. It runs
+    /// detached (ended after 30 s), with OCX_EVENT (asking, idle, error, restarted, failed),
+    /// OCX_INSTANCE, OCX_NAME, OCX_SESSION, OCX_TITLE, OCX_DETAIL, OCX_URL and OCX_DIR set
+    #[arg(long, value_name = "CMD")]
+    pub notify: Option<String>,
+
     /// Arguments passed through to `opencode serve`
     #[arg(last = true, value_name = "OPENCODE_ARGS")]
     pub extra: Vec<String>,
+}
+
+/// What the watcher answers for a client that did not (`start --permission`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AnswerPolicy {
+    Reject,
+    Allow,
 }
 
 /// When the watcher restarts a server that exited.
@@ -220,6 +246,11 @@ pub struct LsArgs {
     /// in parallel, with a HOST column; a host that cannot be reached is a row saying why
     #[arg(long, value_delimiter = ',', value_name = "HOSTS", conflicts_with = "quiet")]
     pub hosts: Vec<String>,
+
+    /// Ask every server live (health, what its sessions do) instead of reading what its
+    /// watcher observed
+    #[arg(long)]
+    pub probe: bool,
 
     /// List the instances here and on every host of `ocx host ls`
     #[arg(long, conflicts_with_all = ["hosts", "quiet"])]

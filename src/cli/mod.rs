@@ -14,7 +14,8 @@ use clap::{Parser, Subcommand, ValueHint};
 pub use generate::{CompletionsArgs, ManArgs, Shell};
 pub use hosts::{HostArgs, HostCommand, TunnelArgs};
 pub use instances::{
-    AttachArgs, GcArgs, LogLevel, LogsArgs, LsArgs, RestartArgs, RestartPolicy, StartArgs, StopArgs, UrlArgs, WatchArgs,
+    AnswerPolicy, AttachArgs, GcArgs, LogLevel, LogsArgs, LsArgs, RestartArgs, RestartPolicy, StartArgs, StopArgs,
+    UrlArgs, WatchArgs,
 };
 pub use prompting::{EventsArgs, Format, PermissionPolicy, RunArgs, SessionsArgs, WaitArgs};
 

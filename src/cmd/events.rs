@@ -14,6 +14,7 @@ use crate::cli::EventsArgs;
 use crate::error::{Failure, code};
 use crate::events::{Event, Part, PartKind, Status};
 use crate::home::Home;
+use crate::instance::status;
 use crate::record::{self, Record};
 use crate::{instance, output, process, turn};
 
@@ -30,6 +31,8 @@ enum Item {
     Disconnected,
     /// The instance's record is gone: it was stopped.
     Gone,
+    /// Its watcher answered a request no client answered in time (`start --permission`).
+    Answered(status::Answered),
 }
 
 pub fn run(home: &Home, args: EventsArgs) -> Result<()> {
@@ -48,6 +51,7 @@ pub fn run(home: &Home, args: EventsArgs) -> Result<()> {
     let mut labels: HashMap<String, String> = HashMap::new();
     let mut printer = Printer::new(&args);
     let mut next_scan = Instant::now();
+    let (mut answers, mut next_answers) = (WatcherAnswers::default(), Instant::now());
     let mut live = 0usize;
     for r in &named {
         follow(home, r, &tx, &mut followed, &mut labels);
@@ -66,6 +70,14 @@ pub fn run(home: &Home, args: EventsArgs) -> Result<()> {
             }
             next_scan = Instant::now() + RESCAN;
         }
+        if Instant::now() >= next_answers {
+            for id in &followed {
+                for answer in answers.new_ones(home, id) {
+                    let _ = tx.send((id.clone(), Item::Answered(answer)));
+                }
+            }
+            next_answers = Instant::now() + Duration::from_secs(1);
+        }
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok((id, item)) => {
                 if matches!(item, Item::Gone) {
@@ -81,6 +93,26 @@ pub fn run(home: &Home, args: EventsArgs) -> Result<()> {
         if !follow_new && live == 0 {
             return Err(anyhow!(Failure::new(code::FAILED, "every instance followed is gone (stopped)")));
         }
+    }
+}
+
+/// The answers each followed instance's watcher gave, from its observation: the ones not
+/// printed yet (those from before `events` began are not printed).
+#[derive(Default)]
+struct WatcherAnswers {
+    seen: HashMap<String, String>,
+}
+
+impl WatcherAnswers {
+    fn new_ones(&mut self, home: &Home, id: &str) -> Vec<status::Answered> {
+        let Some(observation) = status::read(home, id) else {
+            // None yet: every answer from now on is new.
+            self.seen.entry(id.to_string()).or_default();
+            return Vec::new();
+        };
+        let last = observation.answered.last().map(|a| a.at.clone()).unwrap_or_default();
+        let Some(before) = self.seen.insert(id.to_string(), last) else { return Vec::new() };
+        observation.answered.into_iter().filter(|a| a.at > before).collect()
     }
 }
 
@@ -178,12 +210,24 @@ impl Printer {
 
     /// What to print for `item` of instance `id`.
     fn lines(&mut self, id: &str, label: &str, item: Item) -> Vec<String> {
+        if let Item::Answered(a) = item {
+            if self.session.as_ref().is_some_and(|s| *s != a.session) {
+                return Vec::new();
+            }
+            if self.json {
+                let line = json!({"instance": id, "type": "ocx.watcher.answered", "kind": a.kind, "sessionID": a.session, "what": a.what, "reply": a.reply, "at": a.at});
+                return vec![line.to_string()];
+            }
+            let what = format!("{} {}: {} by the watcher (no client answered in time)", a.kind, a.what, a.reply);
+            return vec![stamped(label, Some(&a.session), &what)];
+        }
         let (kind, gap) = match item {
             Item::Event(raw) => return self.event(id, label, raw),
             Item::Connected(None) => ("ocx.connected", None),
             Item::Connected(Some(gap)) => ("ocx.reconnected", Some(gap)),
             Item::Disconnected => ("ocx.disconnected", None),
             Item::Gone => ("ocx.gone", None),
+            Item::Answered(_) => unreachable!("handled above"),
         };
         if self.json {
             let mut line = json!({"instance": id, "type": kind});

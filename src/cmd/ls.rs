@@ -51,6 +51,7 @@ fn several_hosts(home: &Home, args: &LsArgs) -> Result<()> {
     let mut remote_args = vec!["ls", "--json"];
     remote_args.extend(args.all.then_some("--all"));
     remote_args.extend(args.show_secrets.then_some("--show-secrets"));
+    remote_args.extend(args.probe.then_some("--probe"));
     let answers = parallel::map(&sources, 16, |source| match source {
         None => local(home, args),
         Some(host) => host.json(home, &remote_args, HOST_TIMEOUT).and_then(|docs| match docs {
@@ -87,7 +88,7 @@ fn several_hosts(home: &Home, args: &LsArgs) -> Result<()> {
 fn local(home: &Home, args: &LsArgs) -> Result<Vec<Value>> {
     let entries = record::list(home)?;
     let records = record::valid(&entries);
-    let observed = instance::observe::observe(home, &records)?;
+    let observed = instance::observe::observe(home, &records, args.probe)?;
     let unmanaged = if args.all { unmanaged(home)? } else { Vec::new() };
     let mut docs: Vec<Value> = records
         .iter()

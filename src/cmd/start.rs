@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, anyhow};
 
-use crate::cli::{LogLevel, RestartPolicy, StartArgs};
+use crate::cli::{AnswerPolicy, LogLevel, RestartPolicy, StartArgs};
 use crate::error::{Failure, code};
 use crate::home::Home;
 use crate::instance::launch::{self, Started};
@@ -104,6 +104,12 @@ fn plan(home: &Home, args: &StartArgs) -> Result<Plan> {
             health_interval_s: args.health_interval.as_secs().max(1),
             health_failures: args.health_failures,
             max_memory: args.max_memory,
+            permission: args.permission.map(|p| match p {
+                AnswerPolicy::Reject => "reject".to_string(),
+                AnswerPolicy::Allow => "allow".to_string(),
+            }),
+            ask_timeout_s: args.permission.map(|_| args.ask_timeout.map_or(60, |t| t.as_secs().max(1))),
+            notify: args.notify.clone().filter(|n| !n.trim().is_empty()),
         },
         log_level: Some(
             match args.log_level {

@@ -293,6 +293,7 @@ fn finish_under_lock(home: &Home, args: &Options, report: &mut Report) -> Result
     }
     if !args.dry_run {
         remove_stale_locks(home, &on_disk);
+        remove_stale_observations(home, &on_disk);
     }
     Ok(())
 }
@@ -326,6 +327,17 @@ fn delete_logs(home: &Home, kept: &HashSet<String>, dry_run: bool) -> Result<Vec
         deleted.push(entry.path());
     }
     Ok(deleted)
+}
+
+/// Observations of instances without a record (a watcher that was killed leaves its own).
+fn remove_stale_observations(home: &Home, on_disk: &HashSet<String>) {
+    let Ok(dir) = std::fs::read_dir(home.root().join("status")) else { return };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(id) = name.strip_suffix(".json").filter(|id| record::is_valid_id(id) && !on_disk.contains(*id)) {
+            super::status::remove(home, id);
+        }
+    }
 }
 
 /// Lock files of instances without a record, when nobody holds them.

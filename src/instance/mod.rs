@@ -18,6 +18,7 @@ pub mod resolve;
 pub mod restart;
 pub mod spawn;
 pub mod state;
+pub mod status;
 pub mod stop;
 pub mod watch;
 
@@ -105,7 +106,8 @@ pub fn wait_serving(home: &Home, record: &Record, timeout: Duration) -> Result<R
         let Some(now) = record::load(home, &record.id)? else {
             return Err(anyhow!(Failure::new(code::NOT_FOUND, format!("instance {label} is gone (stopped)"))));
         };
-        let seen = observe::observe_one(&now, Facts::of(home, &now)?, SystemTime::now());
+        // Asked live: a command about to talk to the server wants its word, not the watcher's.
+        let seen = observe::observe_one(home, &now, Facts::of(home, &now)?, SystemTime::now(), true);
         match seen.status {
             Status::Running | Status::Unsupervised => return Ok(now),
             // Its watcher brings it back (a wedged server, too, once its checks keep failing).

@@ -1,11 +1,15 @@
-//! What `ls` shows of each record: the classifier's status from one process-table refresh,
-//! health checks of the live servers in parallel (each bounded), and what their sessions do.
+//! What `ls` shows of each record: the classifier's status from one process-table refresh and,
+//! for a live server, what its watcher observed (`instance::status`: health, version, what its
+//! sessions do) — no server is asked. Only where there is no fresh observation (no watcher, an
+//! older ocx's, a stale file), or with `--probe`, is the server asked directly, in parallel and
+//! each within a short timeout.
 
 use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
 
 use super::state::{Facts, Status, classify};
+use super::status;
 use crate::home::Home;
 use crate::output;
 use crate::record::{Record, State};
@@ -68,17 +72,18 @@ pub fn activity(client: &Client) -> Result<Activity> {
     Ok(Activity { busy, asking })
 }
 
-/// Observe every record: one targeted process-table refresh (servers and watchers), then
-/// health checks in parallel for the live servers, each bounded by a short timeout.
-pub fn observe(home: &Home, records: &[Record]) -> Result<Vec<Observed>> {
+/// Observe every record: one targeted process-table refresh (servers and watchers), then each
+/// watcher's observation, or (`probe`, or none fresh) health checks in parallel.
+pub fn observe(home: &Home, records: &[Record], probe: bool) -> Result<Vec<Observed>> {
     let facts = Facts::of_all(home, records)?;
     let now = SystemTime::now();
     let items: Vec<(&Record, Facts)> = records.iter().zip(facts).collect();
-    Ok(crate::parallel::map(&items, PARALLEL, |(r, facts)| observe_one(r, *facts, now)))
+    Ok(crate::parallel::map(&items, PARALLEL, |(r, facts)| observe_one(home, r, *facts, now, probe)))
 }
 
-/// One record's observation, from its process facts (health asked here).
-pub fn observe_one(r: &Record, mut facts: Facts, now: SystemTime) -> Observed {
+/// One record's observation, from its process facts and its watcher's observation (or, with
+/// `probe` or without a fresh one, by asking the server).
+pub fn observe_one(home: &Home, r: &Record, mut facts: Facts, now: SystemTime, probe: bool) -> Observed {
     let mut observed = Observed {
         status: Status::Dead,
         healthy: None,
@@ -89,7 +94,14 @@ pub fn observe_one(r: &Record, mut facts: Facts, now: SystemTime) -> Observed {
         restart_in_s: None,
         activity: None,
     };
-    if facts.server.is_some() && r.state != State::Stopping {
+    let seen =
+        (!probe && facts.server.is_some() && facts.watcher.is_some()).then(|| status::fresh(home, r, now)).flatten();
+    if let Some(seen) = seen {
+        facts.healthy = Some(seen.healthy);
+        observed.healthy = Some(seen.healthy);
+        observed.version = seen.version.clone();
+        observed.activity = seen.healthy.then(|| seen.activity(now));
+    } else if facts.server.is_some() && r.state != State::Stopping {
         let client = super::client(r, HEALTH_TIMEOUT);
         let health = client.health();
         let healthy = health.as_ref().is_ok_and(|h| h.healthy);

@@ -36,6 +36,13 @@ pub fn new_session(cmd: &mut Command) {
     own_session(cmd);
 }
 
+/// A command line run by the user's shell (`sh -c`): `--notify` commands.
+pub fn shell(command: &str) -> Command {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c").arg(command);
+    cmd
+}
+
 /// A child that Ctrl-C at the terminal must not reach directly (ssh for a remote command):
 /// ocx hears the Ctrl-C and passes it on in its own way.
 pub fn own_process_group(cmd: &mut Command) {

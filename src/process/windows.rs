@@ -29,6 +29,13 @@ pub fn detach(cmd: &mut Command) {
     cmd.creation_flags(CREATE_NO_WINDOW | CREATE_NEW_PROCESS_GROUP);
 }
 
+/// A command line run by the system's shell (`cmd /C`): `--notify` commands.
+pub fn shell(command: &str) -> Command {
+    let mut cmd = Command::new("cmd");
+    cmd.arg("/C").raw_arg(command);
+    cmd
+}
+
 /// A child that Ctrl-C at the console must not reach directly (ssh for a remote command).
 pub fn own_process_group(cmd: &mut Command) {
     cmd.creation_flags(CREATE_NEW_PROCESS_GROUP);

@@ -104,6 +104,16 @@ pub struct Supervision {
     pub health_failures: u32,
     /// Restart the server when its resident memory stays above this many bytes.
     pub max_memory: Option<u64>,
+    /// What the watcher answers a permission request or question no client answered within
+    /// `ask_timeout_s`: `reject` or `allow` (None: it never answers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permission: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ask_timeout_s: Option<u64>,
+    /// A shell command run (detached, with the facts in its environment) when something a
+    /// person should know happens: a session asks, finishes or fails; a restart; giving up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify: Option<String>,
 }
 
 impl Default for Supervision {
@@ -114,6 +124,9 @@ impl Default for Supervision {
             health_interval_s: 10,
             health_failures: 3,
             max_memory: None,
+            permission: None,
+            ask_timeout_s: None,
+            notify: None,
         }
     }
 }

@@ -66,6 +66,7 @@ fn fixture_of_a_full_schema_1_record_loads_with_every_field() {
             health_interval_s: 10,
             health_failures: 3,
             max_memory: Some(2_147_483_648),
+            ..Supervision::default()
         },
         restarts: 3,
         last_exit: Some(Exit {

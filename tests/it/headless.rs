@@ -254,7 +254,7 @@ fn ls_shows_activity_and_sessions_lists_them() {
     let slow = crate::lifecycle::prompt_async(&env.secrets(&id), "SLOW busy for a while");
     wait_for("busy 1", Duration::from_secs(30), || (activity() == "busy 1").then_some(()));
     let asking = crate::lifecycle::prompt_async(&env.secrets(&id), "RUN:true");
-    wait_for("asking", Duration::from_secs(60), || (activity() == "asking").then_some(()));
+    wait_for("asking", Duration::from_secs(60), || activity().starts_with("asking").then_some(()));
     assert!(env.run(&["ls"]).success().stdout.contains("asking"));
 
     let listed = env.run(&["sessions", "act", "--json"]).success().json();

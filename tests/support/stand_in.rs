@@ -21,6 +21,7 @@
 //!   the instance's marker (printed as `stand-in: stranger PID N`);
 //! - `exit`: holds a code → exit with it (looked at every 20 ms);
 //! - `busy`: exists → `/session/status` reports one busy session;
+//! - `hang`: exists → every request is accepted and never answered (a hung server);
 //! - `grow`: holds N → add N MiB of touched memory every 100 ms;
 //! - `chatty`: holds N → print N numbered lines (`line 1` …) as fast as it can, once;
 //! - `rate`: holds B → print numbered 100-byte lines at B bytes a second, until removed.
@@ -152,6 +153,11 @@ fn main() {
 
 fn answer(conn: TcpStream, auth: Option<&str>, dir: Option<PathBuf>, silent: bool) {
     let control = |name: &str| dir.as_ref().and_then(|d| std::fs::read_to_string(d.join(name)).ok());
+    if control("hang").is_some() {
+        std::thread::sleep(Duration::from_secs(3600));
+        drop(conn);
+        return;
+    }
     let mut reader = BufReader::new(match conn.try_clone() {
         Ok(c) => c,
         Err(_) => return,

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use super::notify::Alert;
 use super::policy::{DRAIN, END_GRACE, GIVE_UP_AFTER, STABLE, backoff, exit_reason};
 use super::{Event, Next, Server, Watcher, live, output};
 use crate::hooks;
@@ -120,6 +121,7 @@ impl Watcher<'_> {
     /// the lock first, so that nobody takes the instance for abandoned meanwhile; then let the
     /// rest of its output arrive; say whether (and when) to start it again.
     pub(super) fn on_exit(&mut self, status: ExitStatus) -> Result<Next> {
+        self.stop_following();
         let server = self.server.take().expect("on_exit is called for the running server");
         let uptime = server.spawned_at.elapsed();
         let (code, signal) = (status.code(), process::exit_signal(&status));
@@ -159,6 +161,7 @@ impl Watcher<'_> {
                 let why = format!("gave up after {} unstable exits in a row (the last: {what})", self.unstable);
                 held.update(|r| r.last_exit = Some(exit))?;
                 held.failed(why.clone())?;
+                self.alert(Alert::Failed, "", &why);
                 (Next::Done, format!("--- ocx: {why}"))
             } else {
                 let delay = backoff(self.unstable);
@@ -204,6 +207,7 @@ impl Watcher<'_> {
                 let what = format!("port {} taken{by}", record.port);
                 if self.unstable >= GIVE_UP_AFTER {
                     self.log_line(&format!("--- ocx: {what}; gave up"));
+                    self.alert(Alert::Failed, "", &what);
                     held.failed(what)?;
                     return Ok(false);
                 }
@@ -219,6 +223,7 @@ impl Watcher<'_> {
             if let Err(err) = self.spawn(&record) {
                 let why = format!("cannot restart: {err:#}");
                 self.log_line(&format!("--- ocx: {why}"));
+                self.alert(Alert::Failed, "", &why);
                 held.failed(why)?;
                 return Ok(false);
             }
@@ -227,6 +232,12 @@ impl Watcher<'_> {
             held.spawned(server, None, true)?;
             self.log_line(&format!("--- ocx: restart {} after {last}", held.record().restarts));
             self.record = held.record().clone();
+            let why = self
+                .record
+                .last_exit
+                .as_ref()
+                .map_or("an exit".to_string(), |e| format!("{} ({})", e.reason, e.status()));
+            self.alert(Alert::Restarted, "", &why);
             return Ok(true);
         }
     }

@@ -10,14 +10,18 @@
 //! Here: the event loop. `lifecycle` spawns, ends and restarts the server; `probe` checks its
 //! health; `output` copies its log; `policy` says when to restart and when to give up.
 
+mod eyes;
 mod lifecycle;
+mod notify;
 mod output;
 mod policy;
 mod probe;
+mod stream;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::process::ExitStatus;
+use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,9 +32,10 @@ use crate::home::Home;
 use crate::instance::log;
 use crate::instance::report::Report;
 use crate::instance::state::Held;
+use crate::instance::status::{self, Observation};
 use crate::process::{self, ProcId, Processes, Reaper, Tree};
 use crate::record::{Record, State};
-use policy::{STARTUP_LIMIT, STARTUP_POLL, STARTUP_SLOW_POLL};
+use policy::STARTUP_LIMIT;
 
 /// Something for the watcher to act on.
 enum Event {
@@ -42,6 +47,8 @@ enum Event {
     OutputClosed(u64),
     /// `ocx stop` (or anyone) asked the watcher to end its server and exit.
     Stop,
+    /// What the event stream of spawn N showed.
+    Seen(u64, stream::Seen),
 }
 
 /// The server as the watcher runs it.
@@ -103,8 +110,17 @@ pub fn run(home: &Home, id: &str) -> Result<()> {
         over_memory: 0,
         waiting_for_idle: false,
         next_probe: Instant::now(),
+        observation: Observation::default(),
+        dirty: false,
+        last_flush: Instant::now(),
+        current_spawn: Arc::new(AtomicU64::new(0)),
+        titles: HashMap::new(),
+        alerts: notify::Alerts::default(),
     };
     watcher.watch();
+    // Nothing is observed once the watcher is gone; what its alerts still run is ended.
+    status::remove(home, id);
+    watcher.alerts.end_all();
     Ok(())
 }
 
@@ -136,6 +152,16 @@ struct Watcher<'a> {
     /// A restart is due but waits for a busy session (said once in the log).
     waiting_for_idle: bool,
     next_probe: Instant,
+    /// What the watcher sees of its server (`status/<id>.json`), and whether that changed
+    /// since it was last written.
+    observation: Observation,
+    dirty: bool,
+    last_flush: Instant,
+    /// The spawn whose event stream is followed (0: none); a follower of another one stops.
+    current_spawn: Arc<AtomicU64>,
+    /// Session titles, for alerts.
+    titles: HashMap<String, String>,
+    alerts: notify::Alerts,
 }
 
 /// What to do after the server exited.
@@ -158,9 +184,12 @@ impl<'a> Watcher<'a> {
                 return;
             }
             let Some(event) = self.next_event(self.next_wake()) else {
-                if let Err(err) = self.on_timer() {
+                if self.server_wake_due()
+                    && let Err(err) = self.on_timer()
+                {
                     self.note(&format!("error: {err:#}"));
                 }
+                self.eyes_timer();
                 continue;
             };
             match event {
@@ -175,8 +204,13 @@ impl<'a> Watcher<'a> {
                         _ => return,
                     }
                 }
-                // Something the server left behind, re-parented to the watcher and now reaped.
-                Event::Exited(..) => {}
+                // An alert's command, or something the server left behind (re-parented to the
+                // watcher), now reaped.
+                Event::Exited(pid, _) => self.alerts.reaped(pid),
+                Event::Seen(spawn, seen) => {
+                    self.on_seen(spawn, seen);
+                    self.flush(false);
+                }
                 Event::ReadyLine(n) => {
                     if let Some(server) = self.server.as_mut().filter(|s| s.spawn == n) {
                         server.ready_line = true;
@@ -233,22 +267,31 @@ impl<'a> Watcher<'a> {
         false
     }
 
-    /// When the watcher must wake without an event: to probe, or to KILL a server that ignored
-    /// TERM. None: only an event wakes it.
+    /// When the watcher must wake without an event: to probe, to KILL a server that ignored
+    /// TERM, or for its eyes (a changed observation to write, a question to answer, an alert to
+    /// end). None: only an event wakes it.
     fn next_wake(&self) -> Option<Duration> {
-        let server = self.server.as_ref()?;
         let now = Instant::now();
-        let probe = match (server.healthy_since, server.ready_line) {
-            // Not healthy yet: often once it said it listens, on a slow timer until then.
-            (None, true) => self.next_probe.max(now + STARTUP_POLL).min(server.spawned_at + STARTUP_LIMIT),
-            (None, false) => self.next_probe.max(now + STARTUP_SLOW_POLL).min(server.spawned_at + STARTUP_LIMIT),
-            (Some(_), _) => self.next_probe,
+        let wake = [self.server_wake(), self.eyes_wake()].into_iter().flatten().min()?;
+        Some(wake.saturating_duration_since(now))
+    }
+
+    /// Whether the server's own timer (a probe, a KILL) is due.
+    fn server_wake_due(&self) -> bool {
+        self.server_wake().is_some_and(|at| at <= Instant::now())
+    }
+
+    fn server_wake(&self) -> Option<Instant> {
+        let server = self.server.as_ref()?;
+        let probe = match server.healthy_since {
+            // Not healthy yet: ended once it has taken too long.
+            None => self.next_probe.min(server.spawned_at + STARTUP_LIMIT),
+            Some(_) => self.next_probe,
         };
-        let wake = match server.ending {
+        Some(match server.ending {
             Some((_, kill_at)) => probe.min(kill_at),
             None => probe,
-        };
-        Some(wake.saturating_duration_since(now))
+        })
     }
 
     /// The instance's record under its lock, once whoever holds it (a start, restart or stop

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::Watcher;
-use super::policy::{BUSY_GRACE, PROBE_TIMEOUT, STARTUP_LIMIT};
+use super::policy::{BUSY_GRACE, PROBE_TIMEOUT, STARTUP_LIMIT, STARTUP_POLL, STARTUP_SLOW_POLL};
 use crate::instance::report::Report;
 use crate::output;
 use crate::process::{self, Processes, Signal};
@@ -31,6 +31,8 @@ impl Watcher<'_> {
         }
         if server.healthy_since.is_none() {
             let spawned_at = server.spawned_at;
+            // Often once it said it listens, on a slow timer until then.
+            self.next_probe = now + if server.ready_line { STARTUP_POLL } else { STARTUP_SLOW_POLL };
             // From the spawn on, whether the ready line came or not: a future opencode may word
             // it differently, and health is what counts.
             if let Some(version) = self.probe_health(Duration::from_secs(2)) {
@@ -50,9 +52,11 @@ impl Watcher<'_> {
                 // `/session/status` lists the sessions that are not idle: `{}` when none is.
                 self.busy = probe(&self.record, &self.auth, "/session/status", PROBE_TIMEOUT)
                     .is_some_and(|(status, body)| status == 200 && body.trim_ascii() != b"{}");
-                self.check_memory();
+                let rss = self.check_memory();
+                self.probed(true, rss);
             }
             None => {
+                self.probed(false, None);
                 self.failed_probes += 1;
                 let since = *self.unresponsive_since.get_or_insert(now);
                 if self.failed_probes >= self.record.supervision.health_failures.max(1) {
@@ -76,14 +80,16 @@ impl Watcher<'_> {
         Ok(())
     }
 
-    /// Restart a server whose memory stayed above the limit, once no session is busy.
-    fn check_memory(&mut self) {
-        let (Some(limit), Some(server)) = (self.record.supervision.max_memory, self.server.as_ref()) else { return };
+    /// Restart a server whose memory stayed above the limit, once no session is busy. Its
+    /// resident memory, for the observation.
+    fn check_memory(&mut self) -> Option<u64> {
+        let server = self.server.as_ref()?;
         let rss = Processes::of(&[server.id.pid]).ok().and_then(|t| t.find(&server.id)).map_or(0, |p| p.rss);
+        let Some(limit) = self.record.supervision.max_memory else { return Some(rss) };
         if rss <= limit {
             self.over_memory = 0;
             self.waiting_for_idle = false;
-            return;
+            return Some(rss);
         }
         self.over_memory += 1;
         let why = format!("resident memory {} over --max-memory {}", output::bytes(rss), output::bytes(limit));
@@ -96,6 +102,7 @@ impl Watcher<'_> {
             // Over the limit: look again soon, to restart at the first moment nothing is busy.
             self.next_probe = Instant::now() + Duration::from_secs(1);
         }
+        Some(rss)
     }
 
     /// The health check's answer (the server's version), or None when it failed. The paths
@@ -119,6 +126,7 @@ impl Watcher<'_> {
             server.healthy_since = Some(now);
         }
         self.next_probe = now + Duration::from_secs(self.record.supervision.health_interval_s.max(1));
+        self.start_following(version.clone());
         if self.reporting {
             // The ocx that spawned the watcher records it as running.
             self.report(&Report::Ready { version });
@@ -157,13 +165,37 @@ fn healthy_version(body: &[u8]) -> Option<Option<String>> {
 /// (measured: 4.1 MiB with it, 2.7 MiB without; docs/benchmarks.md). Kept hand-written for
 /// that saving.
 pub(super) fn probe(record: &Record, auth: &str, path: &str, timeout: Duration) -> Option<(u16, Vec<u8>)> {
+    request(record, auth, "GET", path, None, timeout)
+}
+
+/// `POST path` with a JSON `body`: the status and body of the answer (the watcher's answers to
+/// questions nobody else answered).
+pub(super) fn post(record: &Record, auth: &str, path: &str, body: &str, timeout: Duration) -> Option<(u16, Vec<u8>)> {
+    request(record, auth, "POST", path, Some(body), timeout)
+}
+
+fn request(
+    record: &Record,
+    auth: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: Duration,
+) -> Option<(u16, Vec<u8>)> {
     use std::net::{TcpStream, ToSocketAddrs};
     let authority = record.url.strip_prefix("http://")?.trim_end_matches('/');
     let addr = authority.to_socket_addrs().ok()?.next()?;
     let mut conn = TcpStream::connect_timeout(&addr, timeout).ok()?;
     conn.set_read_timeout(Some(timeout)).ok()?;
     conn.set_write_timeout(Some(timeout)).ok()?;
-    write!(conn, "GET {path} HTTP/1.1\r\nHost: {authority}\r\n{auth}Connection: close\r\n\r\n").ok()?;
+    let content =
+        body.map_or(String::new(), |b| format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
+    write!(
+        conn,
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\n{auth}{content}Connection: close\r\n\r\n{}",
+        body.unwrap_or("")
+    )
+    .ok()?;
     let mut answer = Vec::new();
     conn.read_to_end(&mut answer).ok()?;
     let head_end = answer.windows(4).position(|w| w == b"\r\n\r\n")?;

@@ -1,0 +1,108 @@
+//! Alerts (`ocx start --notify CMD`): the watcher runs CMD through the shell when something a
+//! person should know happens, detached, with the facts in its environment, and never waits for
+//! it: a CMD still running after a while is ended, and one failing or hanging never holds up the
+//! next alert or a restart.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::process::{self, MARKER_HOME, MARKER_ID, ProcId, Processes, Reaper, Signal};
+use crate::record::Record;
+
+/// How long one alert's command may run before it is ended.
+const ALERT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What happened: `OCX_EVENT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alert {
+    /// A session started waiting for an answer (a permission request or a question).
+    Asking,
+    /// A session finished its turn.
+    Idle,
+    /// A session failed.
+    Error,
+    /// The server was restarted (the detail says why).
+    Restarted,
+    /// The watcher gave up restarting it (`failed`).
+    Failed,
+}
+
+impl Alert {
+    fn as_str(self) -> &'static str {
+        match self {
+            Alert::Asking => "asking",
+            Alert::Idle => "idle",
+            Alert::Error => "error",
+            Alert::Restarted => "restarted",
+            Alert::Failed => "failed",
+        }
+    }
+}
+
+/// The alerts' commands still running, each with when it is ended.
+#[derive(Default)]
+pub struct Alerts {
+    running: Vec<(ProcId, Instant)>,
+}
+
+impl Alerts {
+    /// Run the instance's `--notify` command, if it has one, for `alert`.
+    pub fn fire(&mut self, reaper: &Reaper, record: &Record, alert: Alert, session: &str, title: &str, detail: &str) {
+        let Some(command) = record.supervision.notify.as_deref() else { return };
+        let mut cmd = process::shell(command);
+        cmd.current_dir(&record.dir)
+            .env("OCX_EVENT", alert.as_str())
+            .env("OCX_INSTANCE", &record.id)
+            .env("OCX_NAME", record.name.as_deref().unwrap_or(""))
+            .env("OCX_SESSION", session)
+            .env("OCX_TITLE", title)
+            .env("OCX_DETAIL", detail)
+            .env("OCX_URL", &record.url)
+            .env("OCX_DIR", &record.dir)
+            // Not the instance's: a stop's or a restart's sweep leaves a running alert alone.
+            .env_remove(MARKER_ID)
+            .env_remove(MARKER_HOME)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        process::detach(&mut cmd);
+        let Ok(child) = cmd.spawn() else { return };
+        let pid = child.id();
+        if let Some(id) = Processes::of(&[pid]).ok().and_then(|t| t.get(pid)).map(|p| p.id()) {
+            self.running.push((id, Instant::now() + ALERT_TIMEOUT));
+        }
+        reaper.watch(child);
+    }
+
+    /// When the next command is due to be ended.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.running.iter().map(|(_, at)| *at).min()
+    }
+
+    /// End the commands past their time; forget those that are gone.
+    pub fn end_overdue(&mut self) {
+        let now = Instant::now();
+        self.running.retain(|(id, at)| {
+            let Some(proc) = Processes::of(&[id.pid]).ok().and_then(|t| t.find(id)) else { return false };
+            if *at > now {
+                return true;
+            }
+            let _ = process::signal(&proc, Signal::Kill);
+            false
+        });
+    }
+
+    /// A child was reaped: if it was an alert's, forget it.
+    pub fn reaped(&mut self, pid: u32) {
+        self.running.retain(|(id, _)| id.pid != pid);
+    }
+
+    /// The watcher exits: end what still runs.
+    pub fn end_all(&mut self) {
+        for (id, at) in &mut self.running {
+            *at = Instant::now();
+            let _ = id;
+        }
+        self.end_overdue();
+    }
+}
