@@ -81,5 +81,6 @@ fn follow(
 ) {
     followed.insert(r.id.clone());
     labels.insert(r.id.clone(), r.label().to_string());
-    feed::follow(home, &r.id, tx);
+    // Followed until `events` ends.
+    feed::follow(home, &r.id, tx, Default::default());
 }

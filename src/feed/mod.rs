@@ -3,6 +3,8 @@
 //! line each, as `ocx events` prints them.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -27,15 +29,16 @@ pub enum Item {
 }
 
 /// Follow instance `id`'s event stream on a thread of its own, sending what happens to `tx`
-/// tagged with the id, until its record is gone or nobody listens. The stream is reconnected
-/// with backoff when it drops (a restart, a crash) or goes silent (`server::EVENTS_SILENCE`).
-pub fn follow(home: &Home, id: &str, tx: &Sender<(String, Item)>) {
+/// tagged with the id, until its record is gone, nobody listens, or `quit` is set (looked at
+/// between connections). The stream is reconnected with backoff when it drops (a restart, a
+/// crash) or goes silent (`server::EVENTS_SILENCE`).
+pub fn follow(home: &Home, id: &str, tx: &Sender<(String, Item)>, quit: Arc<AtomicBool>) {
     let (home, id, tx) = (home.clone(), id.to_string(), tx.clone());
     std::thread::spawn(move || {
         let send = |item: Item| tx.send((id.clone(), item)).is_ok();
         let mut backoff = Duration::from_millis(100);
         let mut lost_at: Option<Instant> = None;
-        loop {
+        while !quit.load(Ordering::SeqCst) {
             // The record as it is now: a restart keeps the port and password, not the PID.
             let Ok(Some(record)) = record::load(&home, &id) else {
                 send(Item::Gone);
@@ -51,7 +54,9 @@ pub fn follow(home: &Home, id: &str, tx: &Sender<(String, Item)>) {
                 for event in stream {
                     let Ok(event) = event else { break };
                     // The server's own `server.connected` is said by `Connected` already.
-                    if event["type"] != "server.connected" && !send(Item::Event(event)) {
+                    if quit.load(Ordering::SeqCst)
+                        || (event["type"] != "server.connected" && !send(Item::Event(event)))
+                    {
                         return;
                     }
                 }
