@@ -54,8 +54,7 @@ pub fn follow(home: &Home, id: &str, tx: &Sender<(String, Item)>, quit: Arc<Atom
                 for event in stream {
                     let Ok(event) = event else { break };
                     // The server's own `server.connected` is said by `Connected` already.
-                    if quit.load(Ordering::SeqCst)
-                        || (event["type"] != "server.connected" && !send(Item::Event(event)))
+                    if quit.load(Ordering::SeqCst) || (event["type"] != "server.connected" && !send(Item::Event(event)))
                     {
                         return;
                     }

@@ -14,6 +14,6 @@ mod remote;
 mod run;
 mod smoke;
 mod supervise;
-mod top;
 mod sweep;
+mod top;
 mod windows;

@@ -108,7 +108,7 @@ fn left_the_terminal_as_it_was(env: &TestEnv, tmux: &Tmux, name: &str) {
 
 /// The row of instance `name`: its first word after the selection mark.
 fn row_of<'a>(line: &'a str, name: &str) -> Option<&'a str> {
-    (line.trim_start_matches("> ").trim_start().split_whitespace().next() == Some(name)).then_some(line)
+    (line.trim_start_matches("> ").split_whitespace().next() == Some(name)).then_some(line)
 }
 
 #[test]
@@ -127,7 +127,9 @@ fn top_shows_restarts_activity_stops_and_leaves_the_terminal_as_it_was() {
 
     // A busy prompt shows as `busy 1`.
     let mut run = env.ocx().args(["run", "alpha", "SLOW"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    tmux.wait_for_line("alpha busy 1", Duration::from_secs(30), |l| row_of(l, "alpha").is_some_and(|l| l.contains("busy 1")));
+    tmux.wait_for_line("alpha busy 1", Duration::from_secs(30), |l| {
+        row_of(l, "alpha").is_some_and(|l| l.contains("busy 1"))
+    });
     assert!(run.wait().unwrap().success());
 
     // A SIGKILLed server: `restarting` (or `unhealthy` first), then `running` with one restart.

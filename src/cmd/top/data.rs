@@ -130,9 +130,8 @@ pub fn gather_here(home: &Home, interval: Duration, tx: Sender<Snapshot>) {
     std::thread::spawn(move || {
         let mut cpu = CpuMeter::new().ok();
         loop {
-            let rows = here(&home, cpu.as_mut()).unwrap_or_else(|err| {
-                vec![Row::broken(None, "-", "error", format!("cannot list instances: {err:#}"))]
-            });
+            let rows = here(&home, cpu.as_mut())
+                .unwrap_or_else(|err| vec![Row::broken(None, "-", "error", format!("cannot list instances: {err:#}"))]);
             if tx.send(Snapshot { host: None, rows }).is_err() {
                 return;
             }
@@ -146,7 +145,8 @@ fn here(home: &Home, cpu: Option<&mut CpuMeter>) -> anyhow::Result<Vec<Row>> {
     let records = record::valid(&entries);
     // The one call for what each instance is doing (the watchers' observation, once it is kept).
     let observed = crate::instance::observe::observe(home, &records)?;
-    let pids: Vec<u32> = records.iter().zip(&observed).filter(|(_, o)| o.uptime_s.is_some()).map(|(r, _)| r.pid).collect();
+    let pids: Vec<u32> =
+        records.iter().zip(&observed).filter(|(_, o)| o.uptime_s.is_some()).map(|(r, _)| r.pid).collect();
     let usage = cpu.map(|meter| meter.sample(&pids)).unwrap_or_default();
     let mut rows: Vec<Row> =
         records.iter().zip(&observed).map(|(r, o)| Row::of(None, r, &o.into(), usage.get(&r.pid).copied())).collect();

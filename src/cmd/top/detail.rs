@@ -45,7 +45,14 @@ pub enum Update {
 pub struct Detail {
     quit: Arc<AtomicBool>,
     rx: Receiver<Update>,
-    events: Option<(Receiver<(String, Item)>, Printer, String)>,
+    events: Option<Events>,
+}
+
+/// The events view's stream, and the printer that makes lines of it.
+struct Events {
+    rx: Receiver<(String, Item)>,
+    printer: Printer,
+    label: String,
 }
 
 impl Detail {
@@ -57,7 +64,7 @@ impl Detail {
             View::Events => {
                 let (etx, erx) = mpsc::channel();
                 feed::follow(home, &record.id, &etx, quit.clone());
-                Some((erx, Printer::new(false, false, None), record.label().to_string()))
+                Some(Events { rx: erx, printer: Printer::new(false, false, None), label: record.label().to_string() })
             }
             View::Log => {
                 follow_log(record, tx.clone(), quit.clone());
@@ -71,7 +78,7 @@ impl Detail {
     /// What came since the last call.
     pub fn drain(&mut self) -> Vec<Update> {
         let mut updates: Vec<Update> = self.rx.try_iter().collect();
-        if let Some((rx, printer, label)) = &mut self.events {
+        if let Some(Events { rx, printer, label }) = &mut self.events {
             let lines: Vec<String> = rx.try_iter().flat_map(|(id, item)| printer.lines(&id, label, item)).collect();
             if !lines.is_empty() {
                 updates.push(Update::Lines(lines));
@@ -134,7 +141,8 @@ fn watch_pending(record: &Record, tx: Sender<Update>, quit: Arc<AtomicBool>) {
                 for p in client.permissions().unwrap_or_default() {
                     let patterns: Vec<&str> =
                         p["patterns"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
-                    let what = format!("permission {} ({})", p["permission"].as_str().unwrap_or("?"), patterns.join(", "));
+                    let what =
+                        format!("permission {} ({})", p["permission"].as_str().unwrap_or("?"), patterns.join(", "));
                     pending.push(Pending { id: p["id"].as_str().unwrap_or_default().to_string(), what });
                 }
                 for q in client.questions().unwrap_or_default() {

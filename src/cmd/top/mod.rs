@@ -71,7 +71,9 @@ fn hosts(args: &TopArgs) -> Result<Vec<Host>> {
         found.push(hosts.find(host)?);
     }
     if args.all_hosts {
-        found.extend(hosts.hosts.values().filter(|h| !found.iter().any(|f: &Host| f.url == h.url)).cloned().collect::<Vec<_>>());
+        found.extend(
+            hosts.hosts.values().filter(|h| !found.iter().any(|f: &Host| f.url == h.url)).cloned().collect::<Vec<_>>(),
+        );
     }
     Ok(found)
 }
@@ -140,12 +142,10 @@ fn act(home: &Home, hosts: &[Host], action: Action, row: Row, done: Sender<Strin
     std::thread::spawn(move || {
         let label = row.label().to_string();
         let said = match (&host, action, &row.record) {
-            (Some(host), _, _) => {
-                match host.json(&home, &[action.verb(), "--json", &row.id], REMOTE_ACTION) {
-                    Ok(_) => format!("{label}: {} on {}", action.done(), host.label()),
-                    Err(err) => format!("{label}: {} failed: {err:#}", action.verb()),
-                }
-            }
+            (Some(host), _, _) => match host.json(&home, &[action.verb(), "--json", &row.id], REMOTE_ACTION) {
+                Ok(_) => format!("{label}: {} on {}", action.done(), host.label()),
+                Err(err) => format!("{label}: {} failed: {err:#}", action.verb()),
+            },
             (None, Action::Stop, Some(record)) => {
                 let o = stop::stop(&home, record, GRACE);
                 match &o.error {
@@ -159,8 +159,12 @@ fn act(home: &Home, hosts: &[Host], action: Action, row: Row, done: Sender<Strin
                 }
             }
             (None, Action::Restart, Some(_)) => {
-                let options =
-                    RestartOptions { force: false, wait: Duration::from_secs(300), timeout: Duration::from_secs(60), grace: GRACE };
+                let options = RestartOptions {
+                    force: false,
+                    wait: Duration::from_secs(300),
+                    timeout: Duration::from_secs(60),
+                    grace: GRACE,
+                };
                 match restart::restart(&home, &row.id, &options) {
                     Ok(s) => format!("{label}: restarted in {}", output::elapsed(s.took)),
                     Err(err) => format!("{label}: restart failed: {err:#}"),

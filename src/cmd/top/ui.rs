@@ -37,9 +37,13 @@ pub fn draw(frame: &mut Frame, app: &App) {
     let area = frame.area();
     let rows = app.rows();
     let table_height = (rows.len() as u16 + 1).clamp(2, (area.height.saturating_sub(2) / 2).max(2));
-    let [title, table, detail, footer] =
-        Layout::vertical([Constraint::Length(1), Constraint::Length(table_height), Constraint::Fill(1), Constraint::Length(1)])
-            .areas(area);
+    let [title, table, detail, footer] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(table_height),
+        Constraint::Fill(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
     draw_title(frame, app, rows.len(), title);
     draw_table(frame, app, &rows, table);
     draw_detail(frame, app, detail);
@@ -199,12 +203,7 @@ fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {
 fn draw_help(frame: &mut Frame, area: Rect) {
     let width = 64.min(area.width);
     let height = (HELP.len() as u16 + 2).min(area.height);
-    let popup = Rect {
-        x: area.x + (area.width - width) / 2,
-        y: area.y + (area.height - height) / 2,
-        width,
-        height,
-    };
+    let popup = Rect { x: area.x + (area.width - width) / 2, y: area.y + (area.height - height) / 2, width, height };
     frame.render_widget(Clear, popup);
     frame.render_widget(Paragraph::new(HELP.map(Line::raw).to_vec()).block(Block::bordered().title(" keys ")), popup);
 }

@@ -32,7 +32,9 @@ fn row(id: &str, name: Option<&str>, status: &str, started: &str) -> Row {
 fn app(rows: usize) -> App {
     let mut app = App::new(false, false);
     let rows = (0..rows)
-        .map(|n| row(&format!("id{n:04}"), (n % 2 == 0).then_some(&*format!("agent-{n}")), "running", &format!("{n:04}")))
+        .map(|n| {
+            row(&format!("id{n:04}"), (n % 2 == 0).then_some(&*format!("agent-{n}")), "running", &format!("{n:04}"))
+        })
         .collect();
     app.update(Snapshot { host: None, rows });
     app.detail(Update::Lines((0..100).map(|n| format!("10:02:{n:02}.000  agent-0  ses_x  line {n}")).collect()));
