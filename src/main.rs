@@ -4,6 +4,7 @@ mod cli;
 mod cmd;
 mod error;
 mod events;
+mod feed;
 mod home;
 mod hooks;
 mod instance;

@@ -6,6 +6,7 @@ mod hosts;
 mod instances;
 mod parse;
 mod prompting;
+mod top;
 
 use std::path::PathBuf;
 
@@ -18,6 +19,7 @@ pub use instances::{
     UrlArgs, WatchArgs,
 };
 pub use prompting::{EventsArgs, Format, PermissionPolicy, RunArgs, SessionsArgs, WaitArgs};
+pub use top::TopArgs;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -30,6 +32,7 @@ Examples:
   ocx restart api                 restart it (same port and password) once it is idle
   ocx stop --all                  stop every instance, in parallel
   ocx gc                          clean up after crashes and killed servers
+  ocx top                         a live dashboard of every instance
   ocx host add box ssh://me@box   a host to reach over ssh (with ocx installed there)
   ocx ls --all-hosts              instances here and on every host
   ocx run box:api \"fix it\"      a prompt to instance api on host box";
@@ -74,6 +77,7 @@ pub enum Command {
     Host(HostArgs),
     Tunnel(TunnelArgs),
     Completions(CompletionsArgs),
+    Top(TopArgs),
     #[command(hide = true)]
     Man(ManArgs),
     /// The watcher of one instance (started by `ocx start`; not for direct use)

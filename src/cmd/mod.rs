@@ -14,6 +14,7 @@ mod run;
 mod sessions;
 mod start;
 mod stop;
+mod top;
 mod tunnel;
 mod url;
 mod wait;
@@ -30,7 +31,11 @@ use crate::remote::{self, Host, Hosts};
 use crate::{output, turn};
 
 pub fn run(cli: Cli) -> Result<()> {
-    let Cli { home: home_dir, host, mut command } = cli;
+    let Cli { home: home_dir, mut host, mut command } = cli;
+    // `top` runs here and asks the host for its instances.
+    if let Command::Top(args) = &mut command {
+        args.host = host.take();
+    }
     if let Some(host) = remote_target(host.as_deref(), &mut command)? {
         let home = Home::open(home_dir.as_deref())?;
         return match command {
@@ -69,6 +74,7 @@ fn run_here(home_dir: Option<&std::path::Path>, command: Command) -> Result<()> 
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => man::run(args),
         Command::Watch(args) => watch::run(&home()?, args),
+        Command::Top(args) => top::run(&home()?, args),
     }
 }
 
@@ -174,6 +180,7 @@ fn instance_args(command: &mut Command) -> Option<Vec<&mut String>> {
         Command::Url(args) => args.instance.iter_mut().collect(),
         Command::Tunnel(args) => vec![&mut args.instance],
         Command::Start(_) | Command::Ls(_) | Command::Gc(_) => Vec::new(),
+        Command::Top(_) => return None,
     })
 }
 

@@ -21,8 +21,8 @@ mod imp;
 pub use imp::make_executable;
 pub use imp::{
     Reaper, Tree, become_watcher, contain, create_private_dir_all, create_private_file, detach, ephemeral_ports,
-    exit_signal, install_interrupt_handler, interrupt_code, interrupt_self, interrupted, is_trusted, new_session,
-    open_lock_file, open_private_log, own_process_group, port_owner, request_stop, shed_code_pages, shell,
+    exit_signal, forget_ctrl_c, install_interrupt_handler, interrupt_code, interrupt_self, interrupted, is_trusted,
+    new_session, open_lock_file, open_private_log, own_process_group, port_owner, request_stop, shed_code_pages, shell,
     ssh_shares_connections, stop_requests, sync_dir,
 };
 
@@ -225,6 +225,31 @@ impl Processes {
             .collect();
         found.sort_by_key(|(p, _)| p.pid);
         found
+    }
+}
+
+/// How much CPU processes use, measured between two looks (`ocx top`'s CPU column): the
+/// process table is kept from one sample to the next, which is what the measure needs.
+pub struct CpuMeter {
+    sys: System,
+}
+
+impl CpuMeter {
+    pub fn new() -> Result<CpuMeter> {
+        let sys = System::new().map_err(|e| anyhow::anyhow!("{e}")).context("cannot read the process table")?;
+        Ok(CpuMeter { sys })
+    }
+
+    /// Percent of one core each of these PIDs used since the previous sample (0 the first time
+    /// a PID is seen); a PID that is gone is left out.
+    pub fn sample(&mut self, pids: &[u32]) -> std::collections::HashMap<u32, f32> {
+        let mut wanted: Vec<Pid> = pids.iter().map(|&p| Pid::from_u32(p)).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let kind = ProcessRefreshKind::nothing().without_tasks().with_cpu();
+        // `true`: forget the PIDs that are gone, so a reused one starts afresh.
+        self.sys.refresh_processes_specifics(ProcessesToUpdate::Some(&wanted), true, kind);
+        wanted.iter().filter_map(|&pid| self.sys.process(pid).map(|p| (pid.as_u32(), p.cpu_usage()))).collect()
     }
 }
 

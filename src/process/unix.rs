@@ -163,6 +163,13 @@ pub fn interrupt_code() -> u8 {
     }
 }
 
+/// Forget a Ctrl-C that came meanwhile: `ocx top` hands the terminal to `ocx attach`, whose
+/// Ctrl-C (the whole foreground group gets it) was the child's, not a request to quit. A
+/// SIGTERM or SIGHUP is kept.
+pub fn forget_ctrl_c() {
+    let _ = INTERRUPTED.compare_exchange(libc::SIGINT, 0, Ordering::SeqCst, Ordering::SeqCst);
+}
+
 /// Act as if Ctrl-C was pressed: a command that installed the handler cleans up and exits 130;
 /// one that did not ends at once (for `ocx __remote`, whose caller went away).
 pub fn interrupt_self() {

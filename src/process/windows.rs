@@ -113,6 +113,12 @@ pub fn interrupt_code() -> u8 {
     130
 }
 
+/// Forget a Ctrl-C that came meanwhile: `ocx top` hands the console to `ocx attach`, whose
+/// Ctrl-C was the child's, not a request to quit.
+pub fn forget_ctrl_c() {
+    INTERRUPTED.store(false, Ordering::SeqCst);
+}
+
 /// Act as if Ctrl-C was pressed: commands that watch for it clean up and exit 130. (ocx on
 /// Windows is not a remote host: `ocx __remote` runs under a POSIX shell.)
 pub fn interrupt_self() {

@@ -16,4 +16,5 @@ mod run;
 mod smoke;
 mod supervise;
 mod sweep;
+mod top;
 mod windows;

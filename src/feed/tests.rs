@@ -3,7 +3,7 @@ use serde_json::{Value, json};
 use super::{Item, MAX_SESSIONS, Printer};
 
 fn printer() -> Printer {
-    Printer { json: false, text: true, session: None, sessions: Default::default(), clock: 0 }
+    Printer::new(false, true, None)
 }
 
 fn event(kind: &str, properties: Value) -> Item {
