@@ -198,32 +198,25 @@ impl Client {
     /// None or not among them. Read from the session's end a page at a time, so the earlier
     /// messages of a long session are neither fetched nor kept.
     pub fn messages_since(&self, id: &str, after: Option<&str>) -> Result<Vec<Value>> {
-        let mut pages = Vec::new();
-        let mut cursor = None;
-        loop {
-            let (mut page, next) = self.message_page(id, PAGE, cursor.as_deref())?;
-            if let Some(at) = after.and_then(|after| page.iter().position(|m| m["info"]["id"] == after)) {
-                page.drain(..=at);
-                pages.push(page);
-                break;
-            }
-            pages.push(page);
-            match next {
-                Some(next) => cursor = Some(next),
-                None => break,
-            }
-        }
-        Ok(pages.into_iter().rev().flatten().collect())
+        self.back_until(id, |page| {
+            after.and_then(|after| page.iter().position(|m| m["info"]["id"] == after)).map(|at| at + 1)
+        })
     }
 
     /// The session's last turn: its last user message and everything after it (every message
     /// when it has none), read from the end a page at a time, as `messages_since`.
     pub fn last_turn(&self, id: &str) -> Result<Vec<Value>> {
+        self.back_until(id, |page| page.iter().rposition(|m| m["info"]["role"] == "user"))
+    }
+
+    /// Pages from the session's end back to the first one where `found` says where to begin
+    /// (an index into that page), or to the session's start; oldest first.
+    fn back_until(&self, id: &str, found: impl Fn(&[Value]) -> Option<usize>) -> Result<Vec<Value>> {
         let mut pages = Vec::new();
         let mut cursor = None;
         loop {
             let (mut page, next) = self.message_page(id, PAGE, cursor.as_deref())?;
-            if let Some(at) = page.iter().rposition(|m| m["info"]["role"] == "user") {
+            if let Some(at) = found(&page) {
                 page.drain(..at);
                 pages.push(page);
                 break;

@@ -21,7 +21,7 @@ pub fn run(home: &Home, args: AttachArgs, host: Option<&Host>) -> Result<()> {
         (Some(binary), _) => binary.clone(),
         (None, Some(_)) => opencode::find_opencode(None)?,
         (None, None) => {
-            r = instance::wait_serving(home, &r, instance::SERVE_WAIT)?;
+            r = instance::serving::wait_serving(home, &r, None)?;
             r.opencode.path.clone()
         }
     };
@@ -49,8 +49,13 @@ pub fn run(home: &Home, args: AttachArgs, host: Option<&Host>) -> Result<()> {
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     match status.code() {
+        // Ended because ocx was (SIGTERM, SIGHUP passed on): 143, 129.
+        _ if passed_on => Err(anyhow!(Failure::silent(code::INTERRUPTED))),
         Some(0) => Ok(()),
         Some(code) => Err(anyhow!(Failure::silent(u8::try_from(code).unwrap_or(code::FAILED)))),
-        None => Err(anyhow!(Failure::silent(code::INTERRUPTED))),
+        // Killed by the same Ctrl-C as ocx: 130.
+        None if process::interrupted() => Err(anyhow!(Failure::silent(code::INTERRUPTED))),
+        // Killed by a signal from elsewhere.
+        None => Err(anyhow!(Failure::new(code::FAILED, "opencode attach was killed by a signal"))),
     }
 }

@@ -50,7 +50,9 @@ pub fn run(home: &Home, args: RunArgs, host: Option<&Host>) -> Result<()> {
     };
     let permissions = super::permission_policy(args.permission)?;
     // An instance its watcher is bringing back (2–5 s after a crash) is waited for, not failed.
-    let record = instance::wait_serving(home, &record, args.timeout.unwrap_or(instance::SERVE_WAIT))?;
+    // One deadline for waiting for the server and for the answer: `--timeout` is all of it.
+    let deadline = args.timeout.map(|t| Instant::now() + t);
+    let record = instance::serving::wait_serving(home, &record, deadline)?;
     let client = instance::client(&record, REQUEST_TIMEOUT).in_directory(directory);
     ensure_running(&record, &client)?;
     let body = prompt_body(&prompt, &args)?;
@@ -74,12 +76,8 @@ pub fn run(home: &Home, args: RunArgs, host: Option<&Host>) -> Result<()> {
     }
 
     process::install_interrupt_handler();
-    let options = turn::Options {
-        format: super::turn_format(args.format),
-        retries: args.retries,
-        deadline: args.timeout.map(|t| Instant::now() + t),
-        permissions,
-    };
+    let options =
+        turn::Options { format: super::turn_format(args.format), retries: args.retries, deadline, permissions };
     let server = super::Watched { home, record: &record };
     let mut turn = Turn::new(&client, session, options, &server);
     let result = turn.prompt(&body).and_then(|()| Ok(turn.finish_output()?));

@@ -14,7 +14,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn run(home: &Home, args: SessionsArgs) -> Result<()> {
     let records = record::valid(&record::list(home)?);
     let r = instance::resolve::resolve_default(&records, args.instance.as_deref())?;
-    let r = &instance::wait_serving(home, r, instance::SERVE_WAIT)?;
+    let r = &instance::serving::wait_serving(home, r, None)?;
     let client = instance::client(r, REQUEST_TIMEOUT);
     let mut sessions = client.sessions()?;
     sessions.sort_by_key(|s| std::cmp::Reverse(s["time"]["updated"].as_u64().unwrap_or(0)));

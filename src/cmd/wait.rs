@@ -25,7 +25,9 @@ pub fn run(home: &Home, args: WaitArgs) -> Result<()> {
         Some(query) => record::resolve(&records, query)?.clone(),
         None => owner(&records, &args.session)?,
     };
-    let record = instance::wait_serving(home, &record, args.timeout.unwrap_or(instance::SERVE_WAIT))?;
+    // One deadline for waiting for the server and for the answer: `--timeout` is all of it.
+    let deadline = args.timeout.map(|t| Instant::now() + t);
+    let record = instance::serving::wait_serving(home, &record, deadline)?;
     let client = instance::client(&record, REQUEST_TIMEOUT);
     if client.session(&args.session)?.is_none() {
         return Err(anyhow!(Failure::new(
@@ -34,12 +36,7 @@ pub fn run(home: &Home, args: WaitArgs) -> Result<()> {
         )));
     }
     process::install_interrupt_handler();
-    let options = turn::Options {
-        format: super::turn_format(args.format),
-        retries: None,
-        deadline: args.timeout.map(|t| Instant::now() + t),
-        permissions,
-    };
+    let options = turn::Options { format: super::turn_format(args.format), retries: None, deadline, permissions };
     let server = super::Watched { home, record: &record };
     let mut turn = Turn::new(&client, args.session.clone(), options, &server);
     let result = turn.follow(true).and_then(|()| Ok(turn.finish_output()?));

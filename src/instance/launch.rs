@@ -319,7 +319,7 @@ impl Drop for Launch<'_> {
         if self.fresh {
             let _ = self.held.discard();
         } else {
-            let _ = self.held.failed("the restart did not complete; see `ocx logs`".to_string());
+            let _ = self.held.failed("the restart did not complete; see `ocx logs`".to_string(), None);
         }
     }
 }

@@ -6,7 +6,8 @@
 //! - `spawn` (the server's command line, port, record) and `opencode` (the binary, its version);
 //! - `gc`: cleaning up after crashes; `observe`: what `ls` shows; `log`: the capped log; `resolve`: which instance a user means.
 //!
-//! Here: whether an instance's server is alive and provably ours, and waiting until it serves.
+//! Here: whether an instance's server is alive and provably ours (`serving`: waiting until it
+//! serves).
 
 pub mod gc;
 pub mod launch;
@@ -16,27 +17,23 @@ pub mod opencode;
 pub mod report;
 pub mod resolve;
 pub mod restart;
+pub mod serving;
 pub mod spawn;
 pub mod state;
 pub mod status;
 pub mod stop;
 pub mod watch;
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
 
-use crate::error::{self, Failure, code};
+use crate::error::{Failure, code};
 use crate::home::Home;
-use crate::output;
-use crate::process::{self, Proc, ProcId, Processes};
-use crate::record::{self, Record};
+use crate::process::{Proc, ProcId, Processes};
+use crate::record::Record;
 use crate::server::Client;
-use state::{Facts, Status};
 
-/// How long a command that talks to a server waits for one its watcher is bringing back, when
-/// it has no `--timeout` of its own (a restarted server is `unresponsive` after as long).
-pub const SERVE_WAIT: Duration = Duration::from_secs(120);
 /// How long a process without a readable marker is looked at again before it counts as
 /// unproven (one that is exiting is gone well within it).
 const UNPROVEN_WAIT: Duration = Duration::from_secs(2);
@@ -89,63 +86,4 @@ pub fn require_server(record: &Record) -> Result<Proc> {
                 .hint(format!("start a new one with `ocx start`; `ocx stop {label}` removes the old record"))
         )
     })
-}
-
-/// The instance's record once its server serves: at once when it does; when its watcher is
-/// bringing it back (`starting`, `restarting`), after waiting for it (saying so on stderr) up to
-/// `timeout` (exit 4 after); a dead, failed or stopping instance fails at once with a hint. A
-/// host's instance (`remote`) is taken as its ocx listed it.
-pub fn wait_serving(home: &Home, record: &Record, timeout: Duration) -> Result<Record> {
-    if record.remote.is_some() {
-        return Ok(record.clone());
-    }
-    let deadline = Instant::now() + timeout;
-    let label = record.label().to_string();
-    let mut said = false;
-    loop {
-        let Some(now) = record::load(home, &record.id)? else {
-            return Err(anyhow!(Failure::new(code::NOT_FOUND, format!("instance {label} is gone (stopped)"))));
-        };
-        // Asked live: a command about to talk to the server wants its word, not the watcher's.
-        let seen = observe::observe_one(home, &now, Facts::of(home, &now)?, SystemTime::now(), true);
-        match seen.status {
-            Status::Running | Status::Unsupervised => return Ok(now),
-            // Its watcher brings it back (a wedged server, too, once its checks keep failing).
-            status if status.coming() || (status == Status::Unhealthy && seen.supervised) => {
-                if !said {
-                    output::note(format_args!(
-                        "instance {label} is {}; waiting until it is healthy (up to {})",
-                        status.as_str(),
-                        output::duration(timeout)
-                    ));
-                    said = true;
-                }
-            }
-            Status::Unhealthy => {
-                return Err(anyhow!(
-                    Failure::new(code::FAILED, format!("instance {label} is not healthy"))
-                        .hint(format!("see its log: ocx logs {label}; `ocx restart {label}` starts it afresh"))
-                ));
-            }
-            status => {
-                return Err(anyhow!(
-                    Failure::new(
-                        code::FAILED,
-                        format!("instance {label} is {}: its server is not running", status.as_str())
-                    )
-                    .hint(format!("`ocx restart {label}` starts it again (same port and password)"))
-                ));
-            }
-        }
-        if Instant::now() >= deadline {
-            return Err(anyhow!(
-                Failure::new(code::TIMED_OUT, format!("instance {label} did not become healthy in time"))
-                    .hint(format!("see its log: ocx logs {label}"))
-            ));
-        }
-        if process::interrupted() {
-            return Err(error::interrupted("interrupted while waiting for the instance"));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }

@@ -63,16 +63,17 @@ pub fn restart(home: &Home, id: &str, options: &RestartOptions) -> Result<Starte
     let ended = match ended {
         Ok(ended) => ended,
         Err(err) => {
-            held.failed(format!("the restart failed: {err:#}"))?;
+            held.failed(format!("the restart failed: {err:#}"), None)?;
             return Err(err);
         }
     };
-    if let Some(signal) = ended.signal {
+    let exit = ended.signal.map(|signal| {
         let at = output::rfc3339_in(Duration::ZERO);
-        let exit = Exit { code: None, signal: Some(format!("SIG{signal}")), at, uptime_s, reason: "restart".into() };
-        held.update(|r| r.last_exit = Some(exit))?;
-    }
-    held.begin_start()?;
+        // `watcher`: its watcher ended it (Windows), by a signal ocx cannot name.
+        let signal = (signal != "watcher").then(|| format!("SIG{signal}"));
+        Exit { code: None, signal, at, uptime_s, reason: "restart".into() }
+    });
+    held.begin_start(exit)?;
     let deadline = Instant::now() + options.timeout;
     let mut launch = Launch::new(home, held, false, options.timeout);
     launch.spawn(deadline, true)?;

@@ -183,7 +183,15 @@ impl<'a> Held<'a> {
     }
 
     /// A (re)start is under way: a watcher is (about to be) spawned for it.
-    pub fn begin_start(&mut self) -> Result<()> {
+    /// The second half of a restart: legal only once `begin_stop` ended the old server; `exit`
+    /// is how it ended (the restart itself), when it was running.
+    pub fn begin_start(&mut self, exit: Option<Exit>) -> Result<()> {
+        if self.record.state != State::Stopping {
+            return Err(anyhow!("instance {} must be stopped before it is started again", self.record.id));
+        }
+        if let Some(exit) = exit {
+            self.record.last_exit = Some(exit);
+        }
         self.record.state = State::Starting;
         self.record.failed = None;
         self.record.next_restart_at = None;
@@ -223,6 +231,9 @@ impl<'a> Held<'a> {
     /// The server ended (`exit`); `restart_in` says when the watcher starts it again (at once
     /// included: recorded, so that nobody takes the instance for abandoned meanwhile).
     pub fn exited(&mut self, exit: Option<Exit>, restart_in: Option<Duration>) -> Result<()> {
+        if self.record.state == State::Stopping {
+            return Err(anyhow!("instance {} is being stopped", self.record.id));
+        }
         if let Some(exit) = exit {
             self.record.last_exit = Some(exit);
         }
@@ -232,7 +243,10 @@ impl<'a> Held<'a> {
 
     /// Nothing brings the server back until `ocx restart`: the record stays, saying why (also
     /// after a restart that failed half-way: its `stopping` is taken back).
-    pub fn failed(&mut self, why: String) -> Result<()> {
+    pub fn failed(&mut self, why: String, exit: Option<Exit>) -> Result<()> {
+        if let Some(exit) = exit {
+            self.record.last_exit = Some(exit);
+        }
         self.record.state = State::Running;
         self.record.failed = Some(why);
         self.record.next_restart_at = None;
@@ -257,12 +271,6 @@ impl<'a> Held<'a> {
         record::delete(self.home, &self.record.id)?;
         self.home.remove_instance_lock(&self.record.id);
         Ok(())
-    }
-
-    /// Change fields that are no transition (the restart policy's `last_exit` of a restart).
-    pub fn update(&mut self, change: impl FnOnce(&mut Record)) -> Result<()> {
-        change(&mut self.record);
-        self.save()
     }
 }
 

@@ -164,8 +164,8 @@ fn end_process(proc: &Proc, grace: Duration, told: bool) -> Result<(Option<&'sta
     let mut note = None;
     if !grace.is_zero() {
         match process::signal(proc, Signal::Term) {
-            // Gone already: nothing was sent.
-            Ok(false) => return Ok((None, None)),
+            // Gone already: its watcher, told first, ended it; or nothing did (it was gone).
+            Ok(false) => return Ok((told.then_some("watcher"), None)),
             Ok(true) if process::wait_gone(proc, grace) => return Ok((Some("TERM"), None)),
             Ok(true) => {}
             // What the watcher sent, ocx cannot tell: it ended its server.

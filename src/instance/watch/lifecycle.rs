@@ -81,7 +81,23 @@ impl Watcher<'_> {
 
     /// Ask the server to exit (TERM now, KILL after a grace), to restart it for `reason`.
     pub(super) fn end_server(&mut self, reason: &'static str, why: &str) {
-        let Some(server) = self.server.as_mut().filter(|s| s.ending.is_none()) else { return };
+        if self.server.as_ref().is_none_or(|s| s.ending.is_some()) {
+            return;
+        }
+        // The restart is recorded as due before the server goes, so that nobody (gc, `ocx run`)
+        // takes the instance for dead meanwhile, whatever its `--restart`.
+        match self.hold() {
+            Ok(Some(mut held)) => {
+                if let Err(err) = held.exited(None, Some(Duration::ZERO)) {
+                    self.note(&format!("error: {err:#}"));
+                }
+                self.record = held.record().clone();
+            }
+            // A stop is under way: it ends the server.
+            Ok(None) => return,
+            Err(err) => self.note(&format!("error: {err:#}")),
+        }
+        let Some(server) = self.server.as_mut() else { return };
         server.ending = Some((reason, Instant::now() + END_GRACE));
         let id = server.id;
         self.log_line(&format!("--- ocx: ending the server ({reason}: {why}) to restart it"));
@@ -159,8 +175,7 @@ impl Watcher<'_> {
                 (Next::Done, format!("--- ocx: {what}; not restarted (--restart {})", policy.as_str().unwrap_or("")))
             } else if self.unstable >= GIVE_UP_AFTER {
                 let why = format!("gave up after {} unstable exits in a row (the last: {what})", self.unstable);
-                held.update(|r| r.last_exit = Some(exit))?;
-                held.failed(why.clone())?;
+                held.failed(why.clone(), Some(exit))?;
                 self.alert(Alert::Failed, "", &why);
                 (Next::Done, format!("--- ocx: {why}"))
             } else {
@@ -208,7 +223,7 @@ impl Watcher<'_> {
                 if self.unstable >= GIVE_UP_AFTER {
                     self.log_line(&format!("--- ocx: {what}; gave up"));
                     self.alert(Alert::Failed, "", &what);
-                    held.failed(what)?;
+                    held.failed(what, None)?;
                     return Ok(false);
                 }
                 delay = backoff(self.unstable);
@@ -224,12 +239,19 @@ impl Watcher<'_> {
                 let why = format!("cannot restart: {err:#}");
                 self.log_line(&format!("--- ocx: {why}"));
                 self.alert(Alert::Failed, "", &why);
-                held.failed(why)?;
+                held.failed(why, None)?;
                 return Ok(false);
             }
             let server = self.server.as_ref().expect("just spawned").id;
-            // Until it is healthy again (`healthy` writes `running`).
-            held.spawned(server, None, true)?;
+            // Until it is healthy again (`healthy` writes `running`). A server that cannot be
+            // recorded is ended: none runs unrecorded, holding the port.
+            if let Err(err) = held.spawned(server, None, true) {
+                self.end_server_now();
+                let why = format!("cannot record the restarted server: {err:#}");
+                self.log_line(&format!("--- ocx: {why}"));
+                held.failed(why, None)?;
+                return Ok(false);
+            }
             self.log_line(&format!("--- ocx: restart {} after {last}", held.record().restarts));
             self.record = held.record().clone();
             let why = self

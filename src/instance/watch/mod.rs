@@ -311,14 +311,13 @@ impl<'a> Watcher<'a> {
     }
 
     /// A line to the ocx that spawned the watcher, while it listens. Once it stopped listening
-    /// (it finished, or was killed) there is nobody to tell.
-    fn report(&self, report: &Report) {
-        if self.reporting
-            && let Ok(line) = serde_json::to_string(report)
-        {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{line}").and_then(|()| out.flush());
-        }
+    /// (it finished, or was killed) there is nobody to tell: false.
+    fn report(&self, report: &Report) -> bool {
+        self.reporting
+            && serde_json::to_string(report).is_ok_and(|line| {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
+            })
     }
 
     /// A line of the watcher's own in the log (a restart, an error).

@@ -128,9 +128,13 @@ impl Watcher<'_> {
         self.next_probe = now + Duration::from_secs(self.record.supervision.health_interval_s.max(1));
         self.start_following(version.clone());
         if self.reporting {
-            // The ocx that spawned the watcher records it as running.
-            self.report(&Report::Ready { version });
+            // The ocx that spawned the watcher records it as running; if it is gone (killed
+            // while it waited), the watcher does.
+            let told = self.report(&Report::Ready { version: version.clone() });
             self.reporting = false;
+            if !told && let Err(err) = self.record_running(version) {
+                self.note(&format!("error: {err:#}"));
+            }
             // What it took to get here is not needed again: keep the watcher small.
             process::shed_code_pages();
         } else if let Err(err) = self.record_running(version) {

@@ -1,0 +1,82 @@
+//! Waiting until an instance's server serves: what `run`, `wait`, `sessions` and `attach` do
+//! before they talk to it, so that an instance its watcher is bringing back is waited for, not
+//! failed.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Result, anyhow};
+
+use super::observe;
+use super::state::{Facts, Status};
+use crate::error::{self, Failure, code};
+use crate::home::Home;
+use crate::output;
+use crate::process;
+use crate::record::{self, Record};
+
+/// How long a command that talks to a server waits for one its watcher is bringing back, when
+/// it has no `--timeout` of its own (a restarted server is `unresponsive` after as long).
+pub const SERVE_WAIT: Duration = Duration::from_secs(120);
+
+/// The instance's record once its server serves: at once when it does; when its watcher is
+/// bringing it back (`starting`, `restarting`), after waiting for it (saying so on stderr) up to
+/// `deadline` (the command's `--timeout`; exit 4 after), or `SERVE_WAIT`; a dead, failed or stopping instance fails at once with a hint. A
+/// host's instance (`remote`) is taken as its ocx listed it.
+pub fn wait_serving(home: &Home, record: &Record, deadline: Option<Instant>) -> Result<Record> {
+    if record.remote.is_some() {
+        return Ok(record.clone());
+    }
+    let deadline = deadline.unwrap_or_else(|| Instant::now() + SERVE_WAIT);
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    let label = record.label().to_string();
+    let mut said = false;
+    loop {
+        let Some(now) = record::load(home, &record.id)? else {
+            return Err(anyhow!(Failure::new(code::NOT_FOUND, format!("instance {label} is gone (stopped)"))));
+        };
+        // Asked live: a command about to talk to the server wants its word, not the watcher's.
+        let seen = observe::observe_one(home, &now, Facts::of(home, &now)?, SystemTime::now(), true);
+        match seen.status {
+            Status::Running | Status::Unsupervised => return Ok(now),
+            // Its watcher brings it back (a wedged server, too, once its checks keep failing).
+            status if status.coming() || (status == Status::Unhealthy && seen.supervised) => {
+                if !said {
+                    output::note(format_args!(
+                        "instance {label} is {}; waiting until it is healthy (up to {})",
+                        status.as_str(),
+                        output::duration(timeout)
+                    ));
+                    said = true;
+                }
+            }
+            Status::Unhealthy => {
+                return Err(anyhow!(
+                    Failure::new(code::FAILED, format!("instance {label} is not healthy"))
+                        .hint(format!("see its log: ocx logs {label}; `ocx restart {label}` starts it afresh"))
+                ));
+            }
+            status => {
+                return Err(anyhow!(
+                    Failure::new(
+                        code::FAILED,
+                        match status {
+                            Status::Stopping => format!("instance {label} is being stopped"),
+                            _ => format!("instance {label} is {}: its server is not running", status.as_str()),
+                        }
+                    )
+                    .hint(format!("`ocx restart {label}` starts it again (same port and password)"))
+                ));
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(anyhow!(
+                Failure::new(code::TIMED_OUT, format!("instance {label} did not become healthy in time"))
+                    .hint(format!("see its log: ocx logs {label}"))
+            ));
+        }
+        if process::interrupted() {
+            return Err(error::interrupted("interrupted while waiting for the instance"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
