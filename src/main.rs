@@ -13,6 +13,7 @@ mod process;
 mod record;
 mod remote;
 mod server;
+mod service;
 mod token;
 mod turn;
 

@@ -1,6 +1,7 @@
 //! The command line: clap types only, so completions and man pages can be built from them alone.
 //! One module per command family; every type is re-exported here, as `crate::cli::X`.
 
+mod fleet;
 mod generate;
 mod hosts;
 mod instances;
@@ -11,6 +12,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueHint};
 
+pub use fleet::{DownArgs, ResurrectArgs, ServiceArgs, ServiceCommand, ServiceManager, ServiceManagerArgs, UpArgs};
 pub use generate::{CompletionsArgs, ManArgs, Shell};
 pub use hosts::{HostArgs, HostCommand, TunnelArgs};
 pub use instances::{
@@ -73,6 +75,10 @@ pub enum Command {
     Host(HostArgs),
     Tunnel(TunnelArgs),
     Completions(CompletionsArgs),
+    Up(UpArgs),
+    Down(DownArgs),
+    Resurrect(ResurrectArgs),
+    Service(ServiceArgs),
     #[command(hide = true)]
     Man(ManArgs),
     /// The watcher of one instance (started by `ocx start`; not for direct use)

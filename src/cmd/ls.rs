@@ -21,7 +21,7 @@ const HOST_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub fn run(home: &Home, args: LsArgs) -> Result<()> {
     if args.quiet {
-        for r in &record::valid(&record::list(home)?) {
+        for r in record::valid(&record::list(home)?).iter().filter(|r| of_project(r, &args)) {
             output::line(&r.id)?;
         }
         return Ok(());
@@ -85,7 +85,10 @@ fn several_hosts(home: &Home, args: &LsArgs) -> Result<()> {
 
 /// This machine's instances as `ls --json` prints them; warnings and hints on stderr.
 fn local(home: &Home, args: &LsArgs) -> Result<Vec<Value>> {
-    let entries = record::list(home)?;
+    let mut entries = record::list(home)?;
+    if args.project.is_some() {
+        entries.retain(|e| matches!(e, record::Entry::Valid(r) if of_project(r, args)));
+    }
     let records = record::valid(&entries);
     let observed = instance::observe::observe(home, &records)?;
     let unmanaged = if args.all { unmanaged(home)? } else { Vec::new() };
@@ -129,6 +132,14 @@ fn local(home: &Home, args: &LsArgs) -> Result<Vec<Value>> {
         output::note(format_args!("hint: {stale} record(s) are dead, corrupt or refused; `ocx gc` cleans them up"));
     }
     Ok(docs)
+}
+
+/// Whether `record` is of the fleet file `--project` names (any record without the flag).
+fn of_project(record: &Record, args: &LsArgs) -> bool {
+    let Some(project) = &args.project else { return true };
+    let file = if project.is_dir() { project.join("ocx.toml") } else { project.clone() };
+    let file = dunce::canonicalize(&file).unwrap_or(file);
+    record.project.as_deref() == Some(file.as_path())
 }
 
 /// The table of `ls`, from the documents `ls --json` prints (this machine's or a host's), so

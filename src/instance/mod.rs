@@ -16,6 +16,7 @@ pub mod opencode;
 pub mod report;
 pub mod resolve;
 pub mod restart;
+pub mod resurrect;
 pub mod spawn;
 pub mod state;
 pub mod stop;
