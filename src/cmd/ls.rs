@@ -127,7 +127,15 @@ fn local(home: &Home, args: &LsArgs) -> Result<Vec<Value>> {
         }
     }
     let cleanable = invalid.iter().filter(|i| i.kind != InvalidKind::Newer).count();
-    let stale = observed.iter().filter(|o| o.status == Status::Dead).count() + cleanable;
+    // Dead, but what `ocx resurrect` brings back (after a reboot) is not gc's to clean up.
+    let gone = instance::state::Facts::default();
+    let dead = |o: &&instance::observe::Observed| o.status == Status::Dead;
+    let now = std::time::SystemTime::now();
+    let wanted = records.iter().zip(&observed).filter(|(r, o)| dead(o) && instance::resurrect::wanted(r, &gone, now)).count();
+    if wanted > 0 && !args.json {
+        output::note(format_args!("hint: {wanted} instance(s) should be running and are not; `ocx resurrect` brings them back"));
+    }
+    let stale = observed.iter().filter(dead).count() - wanted + cleanable;
     if stale > 0 && !args.json {
         output::note(format_args!("hint: {stale} record(s) are dead, corrupt or refused; `ocx gc` cleans them up"));
     }

@@ -32,12 +32,16 @@ pub fn wanted(record: &Record, facts: &Facts, now: SystemTime) -> bool {
         && classify(record, facts, now) == Status::Dead
 }
 
-/// Whether the watcher saw this server exit and decided, by its policy, not to restart it (a
-/// clean exit under `on-failure`, a TERM taken as a request to stop). A TERM from before this
-/// boot is the shutdown's, sent to every process, and no decision of the user's; a server
-/// that vanished unseen (SIGKILL of both, a power loss) left no exit of its own.
+/// Whether the watcher saw this server exit and decided, by its policy, not to restart it: a
+/// clean exit or a TERM (taken as a request to stop) under `on-failure`; every other exit is
+/// restarted, or ends in `failed`. A TERM from before this boot is the shutdown's, sent to
+/// every process, and no decision of the user's; a server that vanished unseen (SIGKILL of
+/// both, a power loss) left no exit of its own.
 fn left_down(record: &Record, boot_time: u64) -> bool {
     let Some(exit) = &record.last_exit else { return false };
+    if record.restart_policy != RestartPolicy::OnFailure || !matches!(exit.reason.as_str(), "exited" | "terminated") {
+        return false;
+    }
     let Some(at) = humantime::parse_rfc3339(&exit.at).ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()) else {
         return false;
     };
@@ -80,4 +84,38 @@ pub fn resurrect(home: &Home, timeout: Duration, dry_run: bool) -> Result<Vec<Ou
             Err(err) => Outcome { record, started: None, error: Some(err) },
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Exit;
+    use crate::record::tests::sample;
+
+    #[test]
+    fn what_its_watcher_left_down_on_purpose_stays_down() {
+        let mut r = sample("abc123", None);
+        r.restart_policy = RestartPolicy::OnFailure;
+        r.pid_started_at = 1_000;
+        assert!(!left_down(&r, 500), "vanished unseen: no exit of its own");
+        let exit = |reason: &str, at: u64| Exit {
+            code: Some(0),
+            signal: None,
+            at: humantime::format_rfc3339(UNIX_EPOCH + Duration::from_secs(at)).to_string(),
+            uptime_s: 1,
+            reason: reason.into(),
+        };
+        r.last_exit = Some(exit("exited", 1_000));
+        assert!(left_down(&r, 500), "a clean exit under on-failure, seen by its watcher");
+        r.last_exit = Some(exit("exited", 900));
+        assert!(!left_down(&r, 500), "an exit of an earlier server");
+        r.last_exit = Some(exit("restart", 1_000));
+        assert!(!left_down(&r, 500), "ocx ended it to start it again");
+        r.last_exit = Some(exit("terminated", 1_100));
+        assert!(left_down(&r, 500), "a TERM in this boot: a request to stop");
+        assert!(!left_down(&r, 2_000), "a TERM before this boot: the shutdown's");
+        r.restart_policy = RestartPolicy::Always;
+        r.last_exit = Some(exit("exited", 1_000));
+        assert!(!left_down(&r, 500), "always: the watcher would have restarted it");
+    }
 }
