@@ -131,9 +131,12 @@ fn local(home: &Home, args: &LsArgs) -> Result<Vec<Value>> {
     let gone = instance::state::Facts::default();
     let dead = |o: &&instance::observe::Observed| o.status == Status::Dead;
     let now = std::time::SystemTime::now();
-    let wanted = records.iter().zip(&observed).filter(|(r, o)| dead(o) && instance::resurrect::wanted(r, &gone, now)).count();
+    let wanted =
+        records.iter().zip(&observed).filter(|(r, o)| dead(o) && instance::resurrect::wanted(r, &gone, now)).count();
     if wanted > 0 && !args.json {
-        output::note(format_args!("hint: {wanted} instance(s) should be running and are not; `ocx resurrect` brings them back"));
+        output::note(format_args!(
+            "hint: {wanted} instance(s) should be running and are not; `ocx resurrect` brings them back"
+        ));
     }
     let stale = observed.iter().filter(dead).count() - wanted + cleanable;
     if stale > 0 && !args.json {

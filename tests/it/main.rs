@@ -6,6 +6,7 @@ mod support;
 mod basics;
 mod completions;
 mod edges;
+mod fleet;
 mod gc;
 mod headless;
 mod lifecycle;
