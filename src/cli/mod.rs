@@ -31,6 +31,8 @@ Examples:
   ocx restart api                 restart it (same port and password) once it is idle
   ocx stop --all                  stop every instance, in parallel
   ocx gc                          clean up after crashes and killed servers
+  ocx up                          start the instances ./ocx.toml declares
+  ocx resurrect                   after a reboot: bring back what should run
   ocx host add box ssh://me@box   a host to reach over ssh (with ocx installed there)
   ocx ls --all-hosts              instances here and on every host
   ocx run box:api \"fix it\"      a prompt to instance api on host box";

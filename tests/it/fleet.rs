@@ -277,3 +277,35 @@ fn without_a_service_manager_install_prints_the_crontab_line_and_installs_nothin
     let print = env.run(&["service", "install", "--print", "--manager", "launchd"]).success().stdout.clone();
     assert!(print.contains("<key>ProgramArguments</key>"), "{print}");
 }
+
+#[test]
+fn two_resurrects_at_once_bring_each_instance_back_once() {
+    let env = TestEnv::new();
+    let id = env.start(&["--name", "twice"])["id"].as_str().unwrap().to_string();
+    for round in 0..3 {
+        power_loss(&env);
+        let spawn_resurrect = || {
+            env.ocx()
+                .args(["resurrect", "--json"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (one, two) = (spawn_resurrect(), spawn_resurrect());
+        let (one, two) = (finish(one, "resurrect one"), finish(two, "resurrect two"));
+        let mut rows = one.success().json().as_array().unwrap().clone();
+        rows.extend(two.success().json().as_array().unwrap().iter().cloned());
+        let resurrected = rows.iter().filter(|r| r["action"] == "resurrected").count();
+        assert_eq!(resurrected, 1, "round {round}: {rows:?}");
+        assert!(
+            rows.iter().all(|r| r["action"] == "resurrected" || r["action"] == "skipped"),
+            "round {round}: {rows:?}"
+        );
+        let listed = env.listed(&id);
+        assert_eq!(listed["status"], "running", "round {round}");
+        let servers = env.marked().into_iter().filter(|(pid, i)| *i == id && cmdline(*pid).contains("serve")).count();
+        assert_eq!(servers, 1, "round {round}: one server, not two");
+    }
+}
