@@ -14,6 +14,7 @@ mod process;
 mod record;
 mod remote;
 mod server;
+mod service;
 mod token;
 mod turn;
 

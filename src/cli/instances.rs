@@ -255,6 +255,11 @@ pub struct LsArgs {
     /// List the instances here and on every host of `ocx host ls`
     #[arg(long, conflicts_with_all = ["hosts", "quiet"])]
     pub all_hosts: bool,
+
+    /// Only the instances `ocx up` started from this fleet file (an `ocx.toml`, or the
+    /// directory that has it)
+    #[arg(long, short = 'f', value_name = "FILE", value_hint = ValueHint::FilePath, conflicts_with_all = ["hosts", "all_hosts"])]
+    pub project: Option<PathBuf>,
 }
 
 /// Clean up what crashes and killed servers left behind

@@ -1,6 +1,7 @@
 //! The command line: clap types only, so completions and man pages can be built from them alone.
 //! One module per command family; every type is re-exported here, as `crate::cli::X`.
 
+mod fleet;
 mod generate;
 mod hosts;
 mod instances;
@@ -12,6 +13,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueHint};
 
+pub use fleet::{DownArgs, ResurrectArgs, ServiceArgs, ServiceCommand, ServiceManager, ServiceManagerArgs, UpArgs};
 pub use generate::{CompletionsArgs, ManArgs, Shell};
 pub use hosts::{HostArgs, HostCommand, TunnelArgs};
 pub use instances::{
@@ -33,6 +35,8 @@ Examples:
   ocx stop --all                  stop every instance, in parallel
   ocx gc                          clean up after crashes and killed servers
   ocx top                         a live dashboard of every instance
+  ocx up                          start the instances ./ocx.toml declares
+  ocx resurrect                   after a reboot: bring back what should run
   ocx host add box ssh://me@box   a host to reach over ssh (with ocx installed there)
   ocx ls --all-hosts              instances here and on every host
   ocx run box:api \"fix it\"      a prompt to instance api on host box";
@@ -78,6 +82,10 @@ pub enum Command {
     Tunnel(TunnelArgs),
     Completions(CompletionsArgs),
     Top(TopArgs),
+    Up(UpArgs),
+    Down(DownArgs),
+    Resurrect(ResurrectArgs),
+    Service(ServiceArgs),
     #[command(hide = true)]
     Man(ManArgs),
     /// The watcher of one instance (started by `ocx start`; not for direct use)

@@ -79,6 +79,11 @@ fn print_summary(report: &Report) -> Result<()> {
     for id in &report.failed {
         lines.push(format!("kept {id}: its watcher gave up restarting it; `ocx restart {id}` or `ocx stop {id}`"));
     }
+    for id in &report.resurrectable {
+        lines.push(format!(
+            "kept {id}: it should be running (its server and watcher are gone); `ocx resurrect` brings it back, `ocx stop {id}` forgets it"
+        ));
+    }
     for id in &report.busy {
         lines.push(format!("skipped {id}: another ocx (or its watcher) is starting, restarting or stopping it"));
     }

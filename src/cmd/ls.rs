@@ -21,7 +21,7 @@ const HOST_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub fn run(home: &Home, args: LsArgs) -> Result<()> {
     if args.quiet {
-        for r in &record::valid(&record::list(home)?) {
+        for r in record::valid(&record::list(home)?).iter().filter(|r| of_project(r, &args)) {
             output::line(&r.id)?;
         }
         return Ok(());
@@ -86,7 +86,10 @@ fn several_hosts(home: &Home, args: &LsArgs) -> Result<()> {
 
 /// This machine's instances as `ls --json` prints them; warnings and hints on stderr.
 fn local(home: &Home, args: &LsArgs) -> Result<Vec<Value>> {
-    let entries = record::list(home)?;
+    let mut entries = record::list(home)?;
+    if args.project.is_some() {
+        entries.retain(|e| matches!(e, record::Entry::Valid(r) if of_project(r, args)));
+    }
     let records = record::valid(&entries);
     let observed = instance::observe::observe(home, &records, args.probe)?;
     let unmanaged = if args.all { unmanaged(home)? } else { Vec::new() };
@@ -125,11 +128,30 @@ fn local(home: &Home, args: &LsArgs) -> Result<Vec<Value>> {
         }
     }
     let cleanable = invalid.iter().filter(|i| i.kind != InvalidKind::Newer).count();
-    let stale = observed.iter().filter(|o| o.status == Status::Dead).count() + cleanable;
+    // Dead, but what `ocx resurrect` brings back (after a reboot) is not gc's to clean up.
+    let gone = instance::state::Facts::default();
+    let dead = |o: &&instance::observe::Observed| o.status == Status::Dead;
+    let now = std::time::SystemTime::now();
+    let wanted =
+        records.iter().zip(&observed).filter(|(r, o)| dead(o) && instance::resurrect::wanted(r, &gone, now)).count();
+    if wanted > 0 && !args.json {
+        output::note(format_args!(
+            "hint: {wanted} instance(s) should be running and are not; `ocx resurrect` brings them back"
+        ));
+    }
+    let stale = observed.iter().filter(dead).count() - wanted + cleanable;
     if stale > 0 && !args.json {
         output::note(format_args!("hint: {stale} record(s) are dead, corrupt or refused; `ocx gc` cleans them up"));
     }
     Ok(docs)
+}
+
+/// Whether `record` is of the fleet file `--project` names (any record without the flag).
+fn of_project(record: &Record, args: &LsArgs) -> bool {
+    let Some(project) = &args.project else { return true };
+    let file = if project.is_dir() { project.join("ocx.toml") } else { project.clone() };
+    let file = dunce::canonicalize(&file).unwrap_or(file);
+    record.project.as_deref() == Some(file.as_path())
 }
 
 /// The table of `ls`, from the documents `ls --json` prints (this machine's or a host's), so

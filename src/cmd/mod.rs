@@ -3,19 +3,24 @@
 
 mod attach;
 pub mod completions;
+mod down;
 mod events;
+mod fleet;
 mod gc;
 mod host;
 mod logs;
 mod ls;
 mod man;
 mod restart;
+mod resurrect;
 mod run;
+mod service;
 mod sessions;
 mod start;
 mod stop;
 mod top;
 mod tunnel;
+mod up;
 mod url;
 mod wait;
 pub mod watch;
@@ -75,6 +80,10 @@ fn run_here(home_dir: Option<&std::path::Path>, command: Command) -> Result<()> 
         Command::Man(args) => man::run(args),
         Command::Watch(args) => watch::run(&home()?, args),
         Command::Top(args) => top::run(&home()?, args),
+        Command::Up(args) => up::run(&home()?, args),
+        Command::Down(args) => down::run(&home()?, args),
+        Command::Resurrect(args) => resurrect::run(&home()?, args),
+        Command::Service(args) => service::run(&home()?, args),
     }
 }
 
@@ -181,7 +190,15 @@ fn instance_args(command: &mut Command) -> Option<Vec<&mut String>> {
         Command::Tunnel(args) => vec![&mut args.instance],
         Command::Start(_) | Command::Ls(_) | Command::Gc(_) => Vec::new(),
         Command::Top(_) => return None,
+        // A fleet file and a boot unit are this machine's: `--host` runs them there as typed.
+        Command::Up(_) | Command::Down(_) | Command::Resurrect(_) | Command::Service(_) => Vec::new(),
     })
+}
+
+/// What `ocx start` would do with `args`, checked (`ocx up` plans each instance of its fleet
+/// file with `start`'s own planning).
+fn start_plan(home: &Home, args: &crate::cli::StartArgs) -> Result<instance::spawn::Plan> {
+    start::plan(home, args)
 }
 
 /// `--permission` (of `run` and `wait`), checked: `ask` needs a terminal to ask at; `allow` is

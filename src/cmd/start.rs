@@ -43,8 +43,9 @@ pub fn run(home: &Home, args: StartArgs) -> Result<()> {
     super::fail_with(errors, names.len() == 1)
 }
 
-/// What the arguments ask for, checked.
-fn plan(home: &Home, args: &StartArgs) -> Result<Plan> {
+/// What the arguments ask for, checked. (`ocx up` plans each instance of its file with it too,
+/// through `cmd::start_plan`.)
+pub(super) fn plan(home: &Home, args: &StartArgs) -> Result<Plan> {
     let binary = opencode::find_opencode(args.opencode.as_deref())?;
     let dir = match &args.dir {
         Some(dir) => dir.clone(),
@@ -120,5 +121,6 @@ fn plan(home: &Home, args: &StartArgs) -> Result<Plan> {
             }
             .to_string(),
         ),
+        project: None,
     })
 }

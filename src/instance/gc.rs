@@ -46,6 +46,9 @@ pub struct Report {
     pub newer: Vec<MovedAside>,
     pub temp_files: Vec<PathBuf>,
     pub logs_deleted: Vec<PathBuf>,
+    /// Instances that should be running and are not (after a reboot, or with their watcher
+    /// killed): kept, for `ocx resurrect` to bring back (or `ocx stop` to forget).
+    pub resurrectable: Vec<String>,
     /// Instances skipped because another ocx (or their watcher) is starting, restarting or
     /// stopping them right now, or did since gc looked.
     pub busy: Vec<String>,
@@ -233,6 +236,12 @@ fn survey(home: &Home, dry_run: bool, report: &mut Report) -> Result<Survey> {
     let table = Processes::with_markers()?;
     let mut stale = Vec::new();
     for (record, facts) in records.iter().zip(&facts) {
+        // What resurrect would bring back is never forgotten silently: after a reboot every
+        // instance looks dead, and its record (id, port, password) is what brings it back.
+        if super::resurrect::wanted(record, facts, SystemTime::now()) {
+            report.resurrectable.push(record.id.clone());
+            continue;
+        }
         let Some(reason) = stale_reason(record, facts, SystemTime::now()) else {
             if classify(record, facts, SystemTime::now()) == Status::Failed {
                 report.failed.push(record.id.clone());

@@ -18,6 +18,7 @@ pub mod report;
 pub mod resolve;
 pub mod restart;
 pub mod serving;
+pub mod resurrect;
 pub mod spawn;
 pub mod state;
 pub mod status;

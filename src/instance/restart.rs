@@ -33,6 +33,21 @@ pub struct RestartOptions {
 /// are running, failed, unsupervised or dead (after a reboot). If it fails after the old
 /// server was ended, the record says so (`failed`) and nothing is left running.
 pub fn restart(home: &Home, id: &str, options: &RestartOptions) -> Result<Started> {
+    let restarted = restart_as(home, id, options, None, |_, _| true)?;
+    Ok(restarted.expect("a restart that always holds is never skipped"))
+}
+
+/// `restart`, with new settings (`to`: the record a start with them would make, whose
+/// settings the instance takes; see `Held::reconfigure`), and only if `still` holds for the
+/// record and its processes once the instance's lock is taken (None: skipped), so that a
+/// decision taken before (`resurrect`'s) is re-checked right before acting.
+pub fn restart_as(
+    home: &Home,
+    id: &str,
+    options: &RestartOptions,
+    to: Option<&Record>,
+    still: impl Fn(&Record, &super::state::Facts) -> bool,
+) -> Result<Option<Started>> {
     let began = Instant::now();
     if !options.force
         && let Some(record) = crate::record::load(home, id)?
@@ -43,8 +58,12 @@ pub fn restart(home: &Home, id: &str, options: &RestartOptions) -> Result<Starte
     let Some(mut held) = Held::lock(home, id, options.grace + Duration::from_secs(60))? else {
         return Err(anyhow!(Failure::new(code::NOT_FOUND, format!("instance {id} is gone (stopped meanwhile)"))));
     };
+    if !still(held.record(), &held.facts()?) {
+        return Ok(None);
+    }
     let record = held.record().clone();
-    opencode::check_version(home, &record.opencode.path, &record.env)?;
+    let next = to.unwrap_or(&record);
+    opencode::check_version(home, &next.opencode.path, &next.env)?;
     // Like a stop: the intent first, so the old watcher does not restart the server itself.
     let vouch = stop::begin(home, &mut held)?;
     let uptime_s = match &vouch {
@@ -55,8 +74,8 @@ pub fn restart(home: &Home, id: &str, options: &RestartOptions) -> Result<Starte
     let ended = (|| -> Result<_> {
         let ended = stop::end_instance(home, &record, vouch, options.grace)?;
         hooks::fail("restart:ended")?;
-        if !process::port_is_free(&record.hostname, record.port) {
-            return Err(port_taken(&record.hostname, record.port));
+        if !process::port_is_free(&next.hostname, next.port) {
+            return Err(port_taken(&next.hostname, next.port));
         }
         Ok(ended)
     })();
@@ -73,6 +92,9 @@ pub fn restart(home: &Home, id: &str, options: &RestartOptions) -> Result<Starte
         let signal = (signal != "watcher").then(|| format!("SIG{signal}"));
         Exit { code: None, signal, at, uptime_s, reason: "restart".into() }
     });
+    if let Some(to) = to {
+        held.reconfigure(to)?;
+    }
     held.begin_start(exit)?;
     let deadline = Instant::now() + options.timeout;
     let mut launch = Launch::new(home, held, false, options.timeout);
@@ -80,7 +102,7 @@ pub fn restart(home: &Home, id: &str, options: &RestartOptions) -> Result<Starte
     match launch.wait_ready(deadline)? {
         Ok(version) => {
             launch.held.healthy(version)?;
-            Ok(Started { record: launch.finish(), took: began.elapsed() })
+            Ok(Some(Started { record: launch.finish(), took: began.elapsed() }))
         }
         Err(status) => Err(launch.exited_error(&status)),
     }

@@ -39,6 +39,8 @@ pub struct Plan {
     /// `--print-logs --log-level LEVEL` before `serve`, so the server's own log comes to the
     /// watcher (None: leave opencode's logging as it is).
     pub log_level: Option<String>,
+    /// The fleet file the instances are started from (`ocx up`), recorded with them.
+    pub project: Option<PathBuf>,
 }
 
 /// The record of a new instance, as its watcher gets it (no server yet).
@@ -76,6 +78,7 @@ pub fn new_record(home: &Home, plan: &Plan, id: &str, name: Option<String>, port
         next_restart_at: None,
         failed: None,
         remote: None,
+        project: plan.project.clone(),
     }
 }
 

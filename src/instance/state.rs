@@ -272,6 +272,30 @@ impl<'a> Held<'a> {
         self.home.remove_instance_lock(&self.record.id);
         Ok(())
     }
+
+    /// New settings for the next start of an instance being restarted (`ocx up` after its
+    /// fleet file changed): `to`'s command line, directory, environment, binary, address,
+    /// policy and supervision, with the instance's own id, name, log, count of restarts, and
+    /// password (a new one only when auth is turned on). Refused unless a restart is under way
+    /// (`begin_stop` came first, so no watcher acts on the old settings meanwhile).
+    pub fn reconfigure(&mut self, to: &Record) -> Result<()> {
+        if self.record.state != State::Stopping {
+            return Err(anyhow!("instance {} is not being restarted", self.record.id));
+        }
+        let r = &mut self.record;
+        if r.opencode.path != to.opencode.path {
+            r.opencode = to.opencode.clone();
+        }
+        r.password = match (&r.password, &to.password) {
+            (_, None) => None,
+            (Some(kept), Some(_)) => Some(kept.clone()),
+            (None, Some(new)) => Some(new.clone()),
+        };
+        (r.args, r.env, r.dir) = (to.args.clone(), to.env.clone(), to.dir.clone());
+        (r.hostname, r.port, r.url, r.username) = (to.hostname.clone(), to.port, to.url.clone(), to.username.clone());
+        (r.restart_policy, r.supervision, r.project) = (to.restart_policy, to.supervision.clone(), to.project.clone());
+        self.save()
+    }
 }
 
 #[cfg(test)]

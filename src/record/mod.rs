@@ -75,6 +75,10 @@ pub struct Record {
     /// this machine's to look at.
     #[serde(skip)]
     pub remote: Option<String>,
+    /// The fleet file (`ocx.toml`, absolute) whose `ocx up` started the instance; None for
+    /// `ocx start`. `up`, `down` and `ls --project` select by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<PathBuf>,
 }
 
 /// What the watcher does when the server exits.

@@ -7,6 +7,7 @@ mod basics;
 mod completions;
 mod edges;
 mod eyes;
+mod fleet;
 mod gc;
 mod headless;
 mod lifecycle;
