@@ -15,6 +15,7 @@ mod remote;
 mod server;
 mod token;
 mod turn;
+mod worktree;
 
 use std::process::ExitCode;
 

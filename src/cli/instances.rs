@@ -104,6 +104,30 @@ pub struct StartArgs {
     #[arg(long, value_name = "SIZE", value_parser = size)]
     pub max_memory: Option<u64>,
 
+    /// Serve a git worktree of its own instead of the directory: a new branch BRANCH [default:
+    /// ocx/<name or id>; with --count, BRANCH-1..N] from --base, under <home>/worktrees/, so
+    /// agents of one repository never edit the same files. An existing BRANCH is checked out if
+    /// git allows it. `ocx diff` shows what the agent changed; `ocx stop` removes the worktree
+    /// only if it has no changes, and the branch only if it has no commits beyond its base
+    #[arg(long, value_name = "BRANCH", num_args = 0..=1)]
+    pub worktree: Option<Option<String>>,
+
+    /// The commit, branch or tag a --worktree's new branch starts from
+    #[arg(long, value_name = "REF", requires = "worktree")]
+    pub base: Option<String>,
+
+    /// A shell command run in the new worktree before the server starts (`npm ci`), its output
+    /// in the instance's log; if it fails, the start fails and the worktree and branch go
+    #[arg(long, value_name = "CMD", requires = "worktree")]
+    pub setup: Option<String>,
+
+    /// Give the instance an opencode database of its own (<home>/data/<id>/), so its sessions
+    /// are listed only by its own `ocx sessions` and stay out of your own opencode; provider
+    /// credentials and config stay shared. The database outlives stop and restart (it is the
+    /// instance's history); `ocx gc --logs` deletes it once the instance is gone
+    #[arg(long)]
+    pub isolate: bool,
+
     /// Arguments passed through to `opencode serve`
     #[arg(last = true, value_name = "OPENCODE_ARGS")]
     pub extra: Vec<String>,
@@ -233,14 +257,16 @@ pub struct LsArgs {
 /// them was killed); ends processes that carry an ocx marker but whose instance has no record
 /// (an agent's shell command that outlived its server); reports ports of gone instances that are
 /// still bound ("ghost ports"); removes temp files of interrupted writes; moves unreadable
-/// records aside to <file>.corrupt. Nothing without the marker is ever touched.
+/// records aside to <file>.corrupt. Nothing without the marker is ever touched. Worktrees ocx
+/// made (`start --worktree`) whose instance is gone go by the rule of `stop`: only when they
+/// have no changes, their branch only when it has no commits beyond its base.
 #[derive(Debug, Args)]
 pub struct GcArgs {
     /// Say what would be done, change nothing
     #[arg(long, short = 'n')]
     pub dry_run: bool,
 
-    /// Also delete the logs of instances that no longer exist
+    /// Also delete the logs, and the --isolate databases, of instances that no longer exist
     #[arg(long)]
     pub logs: bool,
 
@@ -281,6 +307,36 @@ pub struct StopArgs {
     /// Print the outcome as JSON
     #[arg(long)]
     pub json: bool,
+
+    /// Also remove an instance's --worktree when it has uncommitted or untracked changes, and
+    /// its branch when it has commits: that work is lost
+    #[arg(long)]
+    pub discard: bool,
+}
+
+/// Show what an instance's agent changed in its worktree, against the branch's base
+///
+/// The commits on the instance's branch plus its uncommitted and untracked changes, as `git
+/// diff` prints them (colour on a terminal, paged where git pages). For instances started
+/// with `ocx start --worktree`. Nothing in the worktree changes: untracked files are added to
+/// a throw-away copy of git's index, never to the real one.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  ocx diff api               the whole diff
+  ocx diff api --stat        files and lines changed
+  ocx diff api --name-only   just the files")]
+pub struct DiffArgs {
+    /// The instance [default: the only running one]
+    pub instance: Option<String>,
+
+    /// Only how many lines changed in each file
+    #[arg(long, conflicts_with = "name_only")]
+    pub stat: bool,
+
+    /// Only the names of the files changed
+    #[arg(long)]
+    pub name_only: bool,
 }
 
 /// Print an instance's log: the server's own log and ocx's notes

@@ -14,7 +14,8 @@ use clap::{Parser, Subcommand, ValueHint};
 pub use generate::{CompletionsArgs, ManArgs, Shell};
 pub use hosts::{HostArgs, HostCommand, TunnelArgs};
 pub use instances::{
-    AttachArgs, GcArgs, LogLevel, LogsArgs, LsArgs, RestartArgs, RestartPolicy, StartArgs, StopArgs, UrlArgs, WatchArgs,
+    AttachArgs, DiffArgs, GcArgs, LogLevel, LogsArgs, LsArgs, RestartArgs, RestartPolicy, StartArgs, StopArgs, UrlArgs,
+    WatchArgs,
 };
 pub use prompting::{EventsArgs, Format, PermissionPolicy, RunArgs, SessionsArgs, WaitArgs};
 
@@ -73,6 +74,7 @@ pub enum Command {
     Host(HostArgs),
     Tunnel(TunnelArgs),
     Completions(CompletionsArgs),
+    Diff(DiffArgs),
     #[command(hide = true)]
     Man(ManArgs),
     /// The watcher of one instance (started by `ocx start`; not for direct use)

@@ -20,6 +20,7 @@ pub mod spawn;
 pub mod state;
 pub mod stop;
 pub mod watch;
+pub mod workspace;
 
 use std::time::{Duration, Instant, SystemTime};
 

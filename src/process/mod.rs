@@ -287,6 +287,14 @@ pub fn is_closed_pipe(err: &std::io::Error) -> bool {
     err.kind() == std::io::ErrorKind::BrokenPipe || (cfg!(windows) && err.raw_os_error() == Some(233))
 }
 
+/// The user's shell running `script` (`sh -c` on Unix, `cmd /C` on Windows): for a
+/// `--setup` command, written as the user would type it.
+pub fn shell(script: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(if cfg!(windows) { "cmd" } else { "sh" });
+    cmd.args(if cfg!(windows) { ["/C", script] } else { ["-c", script] });
+    cmd
+}
+
 /// Where ocx picks ports for new instances: below the ephemeral range, so that no outgoing
 /// connection can take an instance's port while its watcher restarts the server.
 pub fn instance_ports() -> std::ops::Range<u16> {

@@ -78,6 +78,8 @@ fn fixture_of_a_full_schema_1_record_loads_with_every_field() {
         next_restart_at: Some("2026-12-01T09:12:02.499Z".into()),
         failed: None,
         remote: None,
+        worktree: None,
+        db: None,
     };
     assert_eq!(r, expected);
 }
