@@ -173,7 +173,8 @@ impl<'a> Prepared<'a> {
         })?;
         hooks::pause("worktree:added");
         hooks::fail("worktree:added")?;
-        prepared.dir = path.join(&wt.prefix);
+        // (An empty prefix would add a trailing `/`.)
+        prepared.dir = if wt.prefix.as_os_str().is_empty() { path.clone() } else { path.join(&wt.prefix) };
         if let Some(script) = &plan.setup {
             run_setup(home, plan, id, &path, script)?;
         }
@@ -327,7 +328,7 @@ fn release_into(home: &Home, id: &str, wt: &Worktree, discard: bool, out: &mut R
         git::prune(&wt.repo)?;
     }
     if out.worktree != "kept" {
-        out.worktree = if out.changed_files == 0 && !wt.path.exists() { "removed" } else { "failed" };
+        out.worktree = if wt.path.exists() { "failed" } else { "removed" };
     }
     if git::branch_exists(&wt.repo, &wt.branch) {
         out.commits = git::commits_beyond(&wt.repo, &wt.branch, &wt.base)?;

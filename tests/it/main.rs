@@ -16,3 +16,4 @@ mod smoke;
 mod supervise;
 mod sweep;
 mod windows;
+mod worktrees;
