@@ -6,6 +6,7 @@ mod hosts;
 mod instances;
 mod parse;
 mod prompting;
+mod worktrees;
 
 use std::path::PathBuf;
 
@@ -14,10 +15,10 @@ use clap::{Parser, Subcommand, ValueHint};
 pub use generate::{CompletionsArgs, ManArgs, Shell};
 pub use hosts::{HostArgs, HostCommand, TunnelArgs};
 pub use instances::{
-    AttachArgs, DiffArgs, GcArgs, LogLevel, LogsArgs, LsArgs, RestartArgs, RestartPolicy, StartArgs, StopArgs, UrlArgs,
-    WatchArgs,
+    AttachArgs, GcArgs, LogLevel, LogsArgs, LsArgs, RestartArgs, RestartPolicy, StartArgs, StopArgs, UrlArgs, WatchArgs,
 };
 pub use prompting::{EventsArgs, Format, PermissionPolicy, RunArgs, SessionsArgs, WaitArgs};
+pub use worktrees::DiffArgs;
 
 const EXAMPLES: &str = "\
 Examples:

@@ -103,7 +103,9 @@ pub fn start(home: &Home, plan: &Plan, name: Option<String>, index: Option<u32>)
                 hooks::fail("start:healthy")?;
                 launch.held.healthy(version)?;
                 let record = launch.finish();
-                prepared.map(Prepared::finish);
+                if let Some(prepared) = prepared {
+                    prepared.finish();
+                }
                 return Ok(Started { record, took: began.elapsed() });
             }
             Err(status) => {

@@ -192,7 +192,7 @@ fn faults_and_crashes_while_creating_or_removing_leave_a_usable_worktree_or_none
     for point in ["worktree:marked", "worktree:added"] {
         let run = env.ocx().args(["start", "--worktree"]).env("OCX_TEST_FAIL_AT", point).output().unwrap();
         assert_eq!(run.status.code(), Some(1), "{point}: {}", String::from_utf8_lossy(&run.stderr));
-        assert_eq!(listed(&repo), [repo.clone()], "{point}");
+        assert_eq!(listed(&repo), std::slice::from_ref(&repo), "{point}");
         assert_eq!(branches(&repo), before, "{point}");
         assert!(on_disk(&env).is_empty() && env.record_files().is_empty(), "{point}");
     }
@@ -203,7 +203,7 @@ fn faults_and_crashes_while_creating_or_removing_leave_a_usable_worktree_or_none
         child.wait().unwrap();
         consistent(&env, &repo);
         env.run(&["gc"]).success();
-        assert_eq!(listed(&repo), [repo.clone()], "{point}");
+        assert_eq!(listed(&repo), std::slice::from_ref(&repo), "{point}");
         assert_eq!(branches(&repo), before, "{point}");
         assert!(on_disk(&env).is_empty(), "{point}");
     }
@@ -278,7 +278,7 @@ fn bad_worktree_input_is_a_clear_error_and_creates_nothing() {
         all.extend_from_slice(&args);
         env.run(&all).code(code).stderr_has(says);
         nothing_created(&format!("{args:?}"));
-        assert_eq!(listed(&repo), [repo.clone()], "{args:?}");
+        assert_eq!(listed(&repo), std::slice::from_ref(&repo), "{args:?}");
         assert_eq!(branches(&repo), before, "{args:?}");
     }
     // `ocx diff` of an instance without a worktree: a usage error.
@@ -307,7 +307,7 @@ fn an_isolated_instance_keeps_its_sessions_to_itself() {
         let listed = env.run(&["sessions", name, "--json"]).success().json();
         listed.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect()
     };
-    assert_eq!(ids("a"), [session_a.clone()]);
+    assert_eq!(ids("a"), std::slice::from_ref(&session_a));
     assert!(!ids("b").contains(&session_a), "b lists a's session");
     assert!(ids("b").contains(&session_b));
     // `wait` finds a's session.
@@ -326,4 +326,25 @@ fn an_isolated_instance_keeps_its_sessions_to_itself() {
     assert_eq!(gc["databases_deleted"].as_array().unwrap().len(), 1, "{gc}");
     assert!(!db.exists());
     wait_for("b still answers", Duration::from_secs(30), || env.run(&["sessions", "b"]).code.filter(|c| *c == 0));
+}
+
+#[test]
+fn a_worktree_agent_reaching_into_the_main_checkout_is_asked_and_answered_per_policy() {
+    let env = TestEnv::new();
+    let repo = init_repo(&env);
+    env.start(&["--name", "a", "--worktree"]);
+    // The main checkout is outside the directory the server serves: opencode asks for
+    // `external_directory`, and `ocx run` answers it as it answers every request.
+    let outside = repo.join("outside.txt");
+    let prompt = format!("RUN:touch {}", outside.display());
+    let run = env.run(&["run", "a", &prompt]);
+    run.success().stderr_has("permission external_directory").stderr_has("rejected");
+    assert!(!outside.exists(), "a rejected command ran");
+    let run = env.run(&["run", "a", &prompt, "--permission", "allow"]);
+    run.success().stderr_has("allowed once");
+    assert!(outside.exists());
+    // Inside its worktree (git's own files included: `git status` reads the main repository's
+    // `.git`), nothing is asked.
+    let run = env.run(&["run", "a", "RUN:git status --short && echo inside > in.txt"]);
+    assert!(!run.success().stderr.contains("permission"), "{}", run.stderr);
 }
