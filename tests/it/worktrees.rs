@@ -129,7 +129,10 @@ fn two_worktree_agents_edit_the_same_files_apart() {
 fn stop_keeps_what_holds_work_and_discard_removes_it() {
     let env = TestEnv::new();
     let repo = init_repo(&env);
-    let docs = env.run(&["start", "--json", "--count", "5", "--name", "w", "--worktree"]).success().json();
+    let docs = env
+        .run(&["start", "--json", "--count", "5", "--name", "w", "--worktree", "--timeout", "180s"])
+        .success()
+        .json();
     let by_name = |n: &str| docs.as_array().unwrap().iter().find(|d| d["name"] == n).unwrap().clone();
     let [clean, dirty, untracked, committed, discarded] = ["w-1", "w-2", "w-3", "w-4", "w-5"].map(by_name);
     let wt = |r: &Value| worktree_of(r);
@@ -233,6 +236,24 @@ fn faults_and_crashes_while_creating_or_removing_leave_a_usable_worktree_or_none
         consistent(&env, &repo);
         assert!(env.record_files().is_empty(), "{point}");
     }
+    // A dirty worktree survives a reboot (its server and watcher gone at once), and gc after it,
+    // which removes the dead record but keeps the worktree and branch.
+    let r = env.start(&["--worktree"]);
+    let (path, branch) = worktree_of(&r);
+    std::fs::write(path.join("work.txt"), "precious\n").unwrap();
+    let pids = [r["watcher"]["pid"].as_u64().unwrap(), r["pid"].as_u64().unwrap()];
+    for pid in pids {
+        Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
+    }
+    wait_for("the instance dead", Duration::from_secs(20), || {
+        pids.iter().all(|p| crate::support::is_gone(*p as u32)).then_some(())
+    });
+    let gc = env.run(&["gc", "--json"]).success().json();
+    assert_eq!(gc["records"].as_array().unwrap().len(), 1, "{gc}");
+    assert!(env.record_files().is_empty());
+    assert_eq!(std::fs::read_to_string(path.join("work.txt")).unwrap(), "precious\n");
+    assert!(branches(&repo).contains(&branch));
+    consistent(&env, &repo);
     // A dirty worktree survives a crash in the middle of its stop, and gc after it.
     let r = env.start(&["--worktree"]);
     let (path, _) = worktree_of(&r);
