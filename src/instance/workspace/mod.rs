@@ -163,6 +163,7 @@ impl<'a> Prepared<'a> {
         prepared.worktree = Some(record.clone());
         hooks::pause("worktree:marked");
         hooks::fail("worktree:marked")?;
+        let git_lock = home.lock_git()?;
         if existing {
             git::add_on_branch(&wt.repo, &path, &record.branch)
         } else {
@@ -173,6 +174,7 @@ impl<'a> Prepared<'a> {
             let failure = Failure::new(code::FAILED, format!("{e:#}"));
             anyhow!(if checked_out { failure.hint("name another branch with --worktree BRANCH") } else { failure })
         })?;
+        drop(git_lock);
         hooks::pause("worktree:added");
         hooks::fail("worktree:added")?;
         // (An empty prefix would add a trailing `/`.)

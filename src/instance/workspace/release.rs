@@ -91,11 +91,13 @@ fn release_into(home: &Home, id: &str, wt: &Worktree, discard: bool, out: &mut R
             } else {
                 hooks::pause("worktree:removing");
                 hooks::fail("worktree:removing")?;
+                let _git = home.lock_git()?;
                 git::remove(&wt.repo, &wt.path, discard)?;
             }
         }
     } else {
         // Its directory went (by hand, or a crash of `git worktree remove`): forget it in git too.
+        let _git = home.lock_git()?;
         git::prune(&wt.repo)?;
     }
     if out.worktree != "kept" {
@@ -110,6 +112,7 @@ fn release_into(home: &Home, id: &str, wt: &Worktree, discard: bool, out: &mut R
             _ => {
                 hooks::pause("worktree:deleting-branch");
                 hooks::fail("worktree:deleting-branch")?;
+                let _git = home.lock_git()?;
                 git::delete_branch(&wt.repo, &wt.branch)?;
                 "deleted"
             }
