@@ -31,7 +31,11 @@ Examples:
   ocx start --count 3 --json         three instances, described as JSON
   ocx start --restart always         restart it even when it exits cleanly
   ocx start --max-memory 2G          restart it when it grows past 2 GiB (once idle)
-  ocx start -- --cors https://x.io   pass arguments through to `opencode serve`")]
+  ocx start -- --cors https://x.io   pass arguments through to `opencode serve`
+  ocx start --name api --worktree    a worktree and branch ocx/api of its own
+  ocx start --count 3 --worktree --base main --setup 'npm ci'
+                                     three agents, each on its own branch from main
+  ocx start --isolate                a session database of its own")]
 pub struct StartArgs {
     /// A unique name to refer to the instance by (with --count, suffixed -1..-N)
     #[arg(long, short)]
@@ -280,13 +284,16 @@ pub struct GcArgs {
 /// ocx checks that the PID still belongs to the server it started (start time and marker)
 /// before it sends any signal. After the server is gone it ends every process still carrying
 /// the instance's marker (OCX_INSTANCE_ID), such as shell commands the agent started, checks
-/// that the port is free, and deletes the record. The log is kept.
+/// that the port is free, and deletes the record. The log is kept. An instance's --worktree is
+/// removed only if it has no uncommitted or untracked changes, its branch only if it has no
+/// commits beyond its base; what is kept is said, with the command that removes it.
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Examples:
   ocx stop api             stop one instance by name (or id, or unique id prefix)
   ocx stop k3f 9x2         stop several
-  ocx stop --all --grace 3 stop every instance, giving each 3 s before KILL")]
+  ocx stop --all --grace 3 stop every instance, giving each 3 s before KILL
+  ocx stop api --discard   also remove its worktree and branch, work and all")]
 pub struct StopArgs {
     /// Instances to stop: id, unique id prefix, or name
     #[arg(required_unless_present = "all", conflicts_with = "all")]
