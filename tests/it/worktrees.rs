@@ -369,3 +369,35 @@ fn a_worktree_agent_reaching_into_the_main_checkout_is_asked_and_answered_per_po
     let run = env.run(&["run", "a", "RUN:git status --short && echo inside > in.txt"]);
     assert!(!run.success().stderr.contains("permission"), "{}", run.stderr);
 }
+
+#[test]
+fn setup_runs_in_the_new_worktree_into_the_log_and_ctrl_c_removes_it() {
+    let env = TestEnv::new();
+    let repo = init_repo(&env);
+    let r = env.start(&["--name", "s", "--worktree", "--setup", "echo hello-from-setup; pwd > .setup-ran"]);
+    let (path, _) = worktree_of(&r);
+    assert_eq!(std::fs::read_to_string(path.join(".setup-ran")).unwrap().trim(), path.to_str().unwrap());
+    let logs = env.run(&["logs", "s", "-n", "500"]).success().stdout.clone();
+    assert!(logs.contains("hello-from-setup"), "{logs}");
+    env.run(&["stop", "s", "--discard"]).success();
+
+    // Ctrl-C while the setup runs: exit 130, the setup's processes ended, nothing left.
+    let before = branches(&repo);
+    let child = env
+        .ocx()
+        .args(["start", "--worktree", "--setup", "sleep 600"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the setup running", Duration::from_secs(30), || {
+        (!crate::support::marked_processes(&env.ocx_home).is_empty()).then_some(())
+    });
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let run = crate::support::finish(child, "start interrupted during setup");
+    run.code(130).stderr_has("interrupted during --setup");
+    assert!(crate::support::marked_processes(&env.ocx_home).is_empty(), "the setup's sleep is left");
+    assert_eq!(listed(&repo), std::slice::from_ref(&repo));
+    assert_eq!(branches(&repo), before);
+    assert!(on_disk(&env).is_empty() && env.record_files().is_empty());
+}

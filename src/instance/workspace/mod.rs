@@ -14,6 +14,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 
@@ -223,17 +224,48 @@ fn run_setup(home: &Home, plan: &Plan, id: &str, path: &Path, script: &str) -> R
         .stderr(writer);
     let mut child = cmd.spawn().with_context(|| format!("cannot run --setup {script:?}"))?;
     drop(cmd);
-    let mut tail: Vec<String> = Vec::new();
-    for line in BufReader::new(reader).lines() {
-        let Ok(line) = line else { break };
-        let _ = log.write_line(&line);
-        tail.push(line);
-        if tail.len() > SETUP_TAIL {
-            tail.remove(0);
+    // The output is read on a thread of its own, so that Ctrl-C (or SIGTERM) ends the setup at
+    // once: its processes carry the instance's marker, and are ended by it.
+    let tail = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let output = {
+        let tail = std::sync::Arc::clone(&tail);
+        std::thread::spawn(move || {
+            for line in BufReader::new(reader).lines() {
+                let Ok(line) = line else { break };
+                let _ = log.write_line(&line);
+                let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+                tail.push(line);
+                if tail.len() > SETUP_TAIL {
+                    tail.remove(0);
+                }
+            }
+            log
+        })
+    };
+    let status = loop {
+        if process::interrupted() {
+            process::signal_child(&child, process::Signal::Kill);
+            let _ = child.wait();
+            super::stop::end_marked(home, id);
+            return Err(crate::error::interrupted("interrupted during --setup; removed the new worktree"));
         }
+        match child.try_wait().context("cannot wait for --setup")? {
+            Some(status) => break status,
+            None => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    // Something the setup started in the background may hold the pipe open (it carries the
+    // marker: `ocx stop` ends it): its output is not waited for.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while !output.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
     }
-    let status = child.wait().context("cannot wait for --setup")?;
-    let _ = log.write_line(&format!("--- ocx: setup ended: {status}"));
+    if output.is_finished()
+        && let Ok(mut log) = output.join()
+    {
+        let _ = log.write_line(&format!("--- ocx: setup ended: {status}"));
+    }
+    let tail = tail.lock().unwrap_or_else(|e| e.into_inner()).clone();
     if !status.success() {
         let shown = if tail.is_empty() {
             "  (no output)".to_string()
