@@ -69,6 +69,13 @@ impl Home {
         Lock::acquire(&self.instance_lock_path(id), &format!("instance {id}"), timeout)
     }
 
+    /// Held around each `git worktree add`/`remove` and branch deletion of ocx: git takes
+    /// locks of its own in the repository (`.git/config`, refs), and several starts or stops at
+    /// once (`--count`, `stop --all`) would otherwise fail on them.
+    pub fn lock_git(&self) -> Result<Lock> {
+        Lock::acquire(&self.locks_dir().join("git.lock"), "git worktrees", Duration::from_secs(60))
+    }
+
     /// The instance's lock if no other ocx holds it right now, else None.
     pub fn try_lock_instance(&self, id: &str) -> Result<Option<Lock>> {
         match self.lock_instance(id, Duration::ZERO) {

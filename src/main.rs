@@ -17,6 +17,7 @@ mod server;
 mod service;
 mod token;
 mod turn;
+mod worktree;
 
 use std::process::ExitCode;
 

@@ -31,7 +31,11 @@ Examples:
   ocx start --count 3 --json         three instances, described as JSON
   ocx start --restart always         restart it even when it exits cleanly
   ocx start --max-memory 2G          restart it when it grows past 2 GiB (once idle)
-  ocx start -- --cors https://x.io   pass arguments through to `opencode serve`")]
+  ocx start -- --cors https://x.io   pass arguments through to `opencode serve`
+  ocx start --name api --worktree    a worktree and branch ocx/api of its own
+  ocx start --count 3 --worktree --base main --setup 'npm ci'
+                                     three agents, each on its own branch from main
+  ocx start --isolate                a session database of its own")]
 pub struct StartArgs {
     /// A unique name to refer to the instance by (with --count, suffixed -1..-N)
     #[arg(long, short)]
@@ -122,6 +126,30 @@ pub struct StartArgs {
     /// OCX_INSTANCE, OCX_NAME, OCX_SESSION, OCX_TITLE, OCX_DETAIL, OCX_URL and OCX_DIR set
     #[arg(long, value_name = "CMD")]
     pub notify: Option<String>,
+
+    /// Serve a git worktree of its own instead of the directory: a new branch BRANCH [default:
+    /// ocx/<name or id>; with --count, BRANCH-1..N] from --base, under <home>/worktrees/, so
+    /// agents of one repository never edit the same files. An existing BRANCH is checked out if
+    /// git allows it. `ocx diff` shows what the agent changed; `ocx stop` removes the worktree
+    /// only if it has no changes, and the branch only if it has no commits beyond its base
+    #[arg(long, value_name = "BRANCH", num_args = 0..=1)]
+    pub worktree: Option<Option<String>>,
+
+    /// The commit, branch or tag a --worktree's new branch starts from
+    #[arg(long, value_name = "REF", requires = "worktree")]
+    pub base: Option<String>,
+
+    /// A shell command run in the new worktree before the server starts (`npm ci`), its output
+    /// in the instance's log; if it fails, the start fails and the worktree and branch go
+    #[arg(long, value_name = "CMD", requires = "worktree")]
+    pub setup: Option<String>,
+
+    /// Give the instance an opencode database of its own (<home>/data/<id>/), so its sessions
+    /// are listed only by its own `ocx sessions` and stay out of your own opencode; provider
+    /// credentials and config stay shared. The database outlives stop and restart (it is the
+    /// instance's history); `ocx gc --logs` deletes it once the instance is gone
+    #[arg(long)]
+    pub isolate: bool,
 
     /// Arguments passed through to `opencode serve`
     #[arg(last = true, value_name = "OPENCODE_ARGS")]
@@ -269,14 +297,16 @@ pub struct LsArgs {
 /// them was killed); ends processes that carry an ocx marker but whose instance has no record
 /// (an agent's shell command that outlived its server); reports ports of gone instances that are
 /// still bound ("ghost ports"); removes temp files of interrupted writes; moves unreadable
-/// records aside to <file>.corrupt. Nothing without the marker is ever touched.
+/// records aside to <file>.corrupt. Nothing without the marker is ever touched. Worktrees ocx
+/// made (`start --worktree`) whose instance is gone go by the rule of `stop`: only when they
+/// have no changes, their branch only when it has no commits beyond its base.
 #[derive(Debug, Args)]
 pub struct GcArgs {
     /// Say what would be done, change nothing
     #[arg(long, short = 'n')]
     pub dry_run: bool,
 
-    /// Also delete the logs of instances that no longer exist
+    /// Also delete the logs, and the --isolate databases, of instances that no longer exist
     #[arg(long)]
     pub logs: bool,
 
@@ -290,13 +320,16 @@ pub struct GcArgs {
 /// ocx checks that the PID still belongs to the server it started (start time and marker)
 /// before it sends any signal. After the server is gone it ends every process still carrying
 /// the instance's marker (OCX_INSTANCE_ID), such as shell commands the agent started, checks
-/// that the port is free, and deletes the record. The log is kept.
+/// that the port is free, and deletes the record. The log is kept. An instance's --worktree is
+/// removed only if it has no uncommitted or untracked changes, its branch only if it has no
+/// commits beyond its base; what is kept is said, with the command that removes it.
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Examples:
   ocx stop api             stop one instance by name (or id, or unique id prefix)
   ocx stop k3f 9x2         stop several
-  ocx stop --all --grace 3 stop every instance, giving each 3 s before KILL")]
+  ocx stop --all --grace 3 stop every instance, giving each 3 s before KILL
+  ocx stop api --discard   also remove its worktree and branch, work and all")]
 pub struct StopArgs {
     /// Instances to stop: id, unique id prefix, or name
     #[arg(required_unless_present = "all", conflicts_with = "all")]
@@ -317,6 +350,11 @@ pub struct StopArgs {
     /// Print the outcome as JSON
     #[arg(long)]
     pub json: bool,
+
+    /// Also remove an instance's --worktree when it has uncommitted or untracked changes, and
+    /// its branch when it has commits: that work is lost
+    #[arg(long)]
+    pub discard: bool,
 }
 
 /// Print an instance's log: the server's own log and ocx's notes

@@ -8,6 +8,7 @@ mod instances;
 mod parse;
 mod prompting;
 mod top;
+mod worktrees;
 
 use std::path::PathBuf;
 
@@ -22,6 +23,7 @@ pub use instances::{
 };
 pub use prompting::{EventsArgs, Format, PermissionPolicy, RunArgs, SessionsArgs, WaitArgs};
 pub use top::TopArgs;
+pub use worktrees::DiffArgs;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -86,6 +88,7 @@ pub enum Command {
     Down(DownArgs),
     Resurrect(ResurrectArgs),
     Service(ServiceArgs),
+    Diff(DiffArgs),
     #[command(hide = true)]
     Man(ManArgs),
     /// The watcher of one instance (started by `ocx start`; not for direct use)

@@ -35,7 +35,7 @@ pub fn run(home: &Home, args: DownArgs) -> Result<()> {
             ));
         }
     }
-    let outcomes = parallel::map(&targets, PARALLEL, |r| stop::stop(home, r, args.grace));
+    let outcomes = parallel::map(&targets, PARALLEL, |r| stop::stop(home, r, args.grace, false));
     if args.json {
         output::print_json(&serde_json::to_value(&outcomes)?)?;
     } else if outcomes.is_empty() {

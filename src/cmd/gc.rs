@@ -76,6 +76,26 @@ fn print_summary(report: &Report) -> Result<()> {
             report.logs_deleted.len()
         ));
     }
+    for w in &report.worktrees {
+        match w.summary() {
+            Some(summary) => lines.push(format!("{}: {summary}", w.id)),
+            None => lines.push(format!(
+                "{} worktree {} of instance {} (branch {}: {})",
+                would("removed", "would remove"),
+                w.path.display(),
+                w.id,
+                w.branch,
+                w.branch_result
+            )),
+        }
+    }
+    if !report.databases_deleted.is_empty() {
+        lines.push(format!(
+            "{} {} database(s) of isolated instances that no longer exist",
+            would("deleted", "would delete"),
+            report.databases_deleted.len()
+        ));
+    }
     for id in &report.failed {
         lines.push(format!("kept {id}: its watcher gave up restarting it; `ocx restart {id}` or `ocx stop {id}`"));
     }

@@ -222,7 +222,11 @@ fn row(doc: &Value) -> Vec<Cell> {
                 Cell::new(uptime.map_or("-".into(), |s| output::duration(Duration::from_secs(s)))),
                 Cell::new(doc["rss_bytes"].as_u64().map_or("-".into(), output::bytes)),
                 Cell::new(restarts_text(&r)),
-                Cell::new(r.dir.display()),
+                // A worktree's own path says little: its repository and branch say what it works on.
+                Cell::new(match &r.worktree {
+                    Some(wt) => format!("{} [{}]", wt.repo.display(), wt.branch),
+                    None => r.dir.display().to_string(),
+                }),
             ]
         }
     }

@@ -30,6 +30,16 @@ times the files (30 MiB by default). Kept after \fBocx stop\fR until \fBocx gc \
 \fI$OCX_HOME/locks/\fR
 Advisory locks: one for the whole store, one per instance while it starts or stops.
 .TP
+\fI$OCX_HOME/worktrees/<id>/<repo>\fR, \fI<id>.json\fR
+The git worktree of an instance started with \fBocx start \-\-worktree\fR, and ocx's marker of
+it (written before the worktree is added: a worktree without one is not ocx's, and \fBocx gc\fR
+never touches it). Removed by \fBocx stop\fR and \fBocx gc\fR only when it has no uncommitted or
+untracked changes; its branch only when it has no commits beyond its base.
+.TP
+\fI$OCX_HOME/data/<id>/opencode.db\fR
+The database of an instance started with \fBocx start \-\-isolate\fR (its sessions). Kept after
+\fBocx stop\fR until \fBocx gc \-\-logs\fR.
+.TP
 \fI$OCX_HOME/ssh/\fR
 The control sockets of the shared ssh connections, one per host, each kept 60 s after the last
 command (with a long \fIOCX_HOME\fR, a short private directory under \fI/tmp\fR instead).

@@ -3,6 +3,7 @@
 
 mod attach;
 pub mod completions;
+mod diff;
 mod down;
 mod events;
 mod fleet;
@@ -78,6 +79,7 @@ fn run_here(home_dir: Option<&std::path::Path>, command: Command) -> Result<()> 
         Command::Remote => serve_remote(),
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => man::run(args),
+        Command::Diff(args) => diff::run(&home()?, args),
         Command::Watch(args) => watch::run(&home()?, args),
         Command::Top(args) => top::run(&home()?, args),
         Command::Up(args) => up::run(&home()?, args),
@@ -188,6 +190,7 @@ fn instance_args(command: &mut Command) -> Option<Vec<&mut String>> {
         Command::Attach(args) => args.instance.iter_mut().collect(),
         Command::Url(args) => args.instance.iter_mut().collect(),
         Command::Tunnel(args) => vec![&mut args.instance],
+        Command::Diff(args) => args.instance.iter_mut().collect(),
         Command::Start(_) | Command::Ls(_) | Command::Gc(_) => Vec::new(),
         Command::Top(_) => return None,
         // A fleet file and a boot unit are this machine's: `--host` runs them there as typed.

@@ -10,6 +10,7 @@ use crate::home::Home;
 use crate::instance::launch::{self, Started};
 use crate::instance::opencode;
 use crate::instance::spawn::{self, PASSWORD_VAR, Plan};
+use crate::instance::workspace::WorktreePlan;
 use crate::record::{self, Supervision};
 use crate::{output, parallel, process};
 
@@ -28,7 +29,10 @@ pub fn run(home: &Home, args: StartArgs) -> Result<()> {
         1 => "starting opencode".to_string(),
         n => format!("starting {n} opencode servers"),
     });
-    let results = parallel::map(&names, names.len(), |name| launch::start(home, &plan, name.clone()));
+    let numbered: Vec<(Option<u32>, Option<String>)> =
+        names.iter().enumerate().map(|(i, name)| ((names.len() > 1).then_some(i as u32 + 1), name.clone())).collect();
+    let results =
+        parallel::map(&numbered, names.len(), |(index, name)| launch::start(home, &plan, name.clone(), *index));
     drop(spinner);
 
     let mut started: Vec<Started> = Vec::new();
@@ -83,6 +87,12 @@ pub(super) fn plan(home: &Home, args: &StartArgs) -> Result<Plan> {
         }
         _ => {}
     }
+    // Checked before anything is created: git's refusals are the user's to fix.
+    let worktree = args
+        .worktree
+        .as_ref()
+        .map(|branch| WorktreePlan::check(&dir, branch.clone(), args.base.as_deref(), args.count))
+        .transpose()?;
     // A major version ocx does not speak is refused before anything starts.
     opencode::check_version(home, &binary, &env)?;
     Ok(Plan {
@@ -122,5 +132,8 @@ pub(super) fn plan(home: &Home, args: &StartArgs) -> Result<Plan> {
             .to_string(),
         ),
         project: None,
+        worktree,
+        setup: args.setup.clone(),
+        isolate: args.isolate,
     })
 }

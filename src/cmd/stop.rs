@@ -16,7 +16,7 @@ const PARALLEL: usize = 32;
 pub fn run(home: &Home, args: StopArgs) -> Result<()> {
     let targets = super::targets(home, &args.instances, args.all)?;
     let grace = if args.force { Duration::ZERO } else { args.grace };
-    let outcomes = parallel::map(&targets, PARALLEL, |r| stop::stop(home, r, grace));
+    let outcomes = parallel::map(&targets, PARALLEL, |r| stop::stop(home, r, grace, args.discard));
 
     if args.json {
         output::print_json(&serde_json::to_value(&outcomes)?)?;
@@ -43,6 +43,9 @@ pub fn run(home: &Home, args: StopArgs) -> Result<()> {
     for o in &outcomes {
         if let Some(note) = &o.note {
             output::note(format_args!("note: {}: {note}", o.id));
+        }
+        if let Some(summary) = o.worktree.as_ref().and_then(|w| w.summary()) {
+            output::note(format_args!("{}: {summary}", o.id));
         }
         if let Some(error) = &o.error {
             output::note(format_args!("error: {}: {error}", o.id));

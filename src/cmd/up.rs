@@ -139,7 +139,7 @@ fn act(home: &Home, job: &Job, args: &UpArgs) -> Row {
         }
     };
     let Some(existing) = &job.existing else {
-        let started = launch::start(home, job.plan, Some(job.name.clone()));
+        let started = launch::start(home, job.plan, Some(job.name.clone()), None);
         done(&mut row, "created", "not running".to_string(), started);
         return row;
     };
@@ -186,7 +186,7 @@ fn orphan(home: &Home, record: &Record, remove: bool) -> Row {
         code: code::FAILED,
     };
     if remove {
-        let outcome = stop::stop(home, record, GRACE);
+        let outcome = stop::stop(home, record, GRACE, false);
         match outcome.error {
             None => (row.action, row.why) = ("removed", "the file no longer declares it; stopped".to_string()),
             Some(err) => (row.action, row.why) = ("failed", format!("stopping it failed: {err}")),

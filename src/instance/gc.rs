@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::state::{Facts, Held, Status, classify};
-use super::{client, log, stop};
+use super::{client, log, stop, workspace};
 use crate::home::{self, Home};
 use crate::parallel;
 use crate::process::{self, Marked, Processes};
@@ -52,6 +52,10 @@ pub struct Report {
     /// Instances skipped because another ocx (or their watcher) is starting, restarting or
     /// stopping them right now, or did since gc looked.
     pub busy: Vec<String>,
+    /// Worktrees ocx made whose instance is gone, and what became of them (`stop`'s rule).
+    pub worktrees: Vec<workspace::Released>,
+    /// `--isolate` databases of instances that no longer exist, deleted with --logs.
+    pub databases_deleted: Vec<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -176,6 +180,7 @@ pub fn gc(home: &Home, args: &Options) -> Result<Report> {
     if !args.dry_run {
         stop::end_all(&survey.orphans.iter().map(|m| m.proc).collect::<Vec<_>>());
     }
+    report.worktrees = workspace::sweep(home, &record::ids_on_disk(home)?, args.dry_run)?;
     finish_under_lock(home, args, &mut report)?;
     Ok(report)
 }
@@ -299,6 +304,7 @@ fn finish_under_lock(home: &Home, args: &Options, report: &mut Report) -> Result
     let on_disk = record::ids_on_disk(home)?;
     if args.logs {
         report.logs_deleted = delete_logs(home, &on_disk, args.dry_run)?;
+        report.databases_deleted = workspace::delete_databases(home, &on_disk, args.dry_run)?;
     }
     if !args.dry_run {
         remove_stale_locks(home, &on_disk);

@@ -14,6 +14,7 @@ use super::opencode;
 use super::report::Report;
 use super::spawn::{Plan, new_record, pick_port, port_taken};
 use super::state::Held;
+use super::workspace::Prepared;
 use super::{log, stop};
 use crate::error::{self, Failure, code};
 use crate::home::Home;
@@ -36,37 +37,59 @@ pub struct Started {
 }
 
 /// Start one instance and wait until it is healthy. On any failure nothing is left behind:
-/// no record, no process.
-pub fn start(home: &Home, plan: &Plan, name: Option<String>) -> Result<Started> {
+/// no record, no process, no worktree. `index`: the instance's place (1-based) in a
+/// `--count`, which suffixes its `--worktree BRANCH`.
+pub fn start(home: &Home, plan: &Plan, name: Option<String>, index: Option<u32>) -> Result<Started> {
     let began = Instant::now();
     let deadline = began + plan.timeout;
+    // A worktree (and its `--setup`, which may take minutes) is made before the store lock is
+    // taken, for an id chosen and locked beforehand: gc leaves a locked instance's worktree alone.
+    let early = if plan.worktree.is_some() || plan.isolate {
+        let _store = home.lock_store()?;
+        let entries = record::list(home)?;
+        check_name_free(&record::valid(&entries), name.as_deref())?;
+        let id = record::new_id(&taken_ids(&entries));
+        let lock = home.lock_instance(&id, Duration::from_secs(1))?;
+        Some((id, lock))
+    } else {
+        None
+    };
+    let prepared = match &early {
+        Some((id, _)) => Some(Prepared::create(home, plan, id, name.as_deref(), index)?),
+        None => None,
+    };
+    let make_record = |id: &str, port: u16| {
+        let mut record = new_record(home, plan, id, name.clone(), port);
+        if let Some(p) = &prepared {
+            (record.dir, record.worktree, record.db) = (p.dir.clone(), p.worktree.clone(), p.db.clone());
+        }
+        record
+    };
     // Choosing the id, name and port, spawning, and writing the record happen under the store
     // lock, so concurrent starts never pick the same ones and no record is ever half there.
     let mut launch = {
         let _store = home.lock_store()?;
         let entries = record::list(home)?;
         let records = record::valid(&entries);
-        if let Some(name) = &name
-            && records.iter().any(|r| r.name.as_deref() == Some(name) || r.id == *name)
-        {
-            return Err(anyhow!(
-                Failure::new(code::FAILED, format!("an instance named {name:?} exists already"))
-                    .hint(format!("choose another --name, or stop that one first: ocx stop {name}"))
-            ));
-        }
-        let mut taken: Vec<&str> = records.iter().filter_map(|r| r.name.as_deref()).collect();
-        taken.extend(entries.iter().map(|e| match e {
-            record::Entry::Valid(r) => r.id.as_str(),
-            record::Entry::Invalid(i) => i.id.as_str(),
-        }));
-        let id = record::new_id(&taken);
-        let lock = home.lock_instance(&id, Duration::from_secs(1))?;
+        check_name_free(&records, name.as_deref())?;
+        let taken = taken_ids(&entries);
+        let (id, lock) = match early {
+            Some((id, _)) if taken.contains(&id.as_str()) => {
+                return Err(anyhow!("the id {id} was taken meanwhile; try again"));
+            }
+            Some(early) => early,
+            None => {
+                let id = record::new_id(&taken);
+                let lock = home.lock_instance(&id, Duration::from_secs(1))?;
+                (id, lock)
+            }
+        };
         let port = match plan.port {
             Some(port) if !process::port_is_free(&plan.hostname, port) => return Err(port_taken(&plan.hostname, port)),
             Some(port) => port,
             None => pick_port(&plan.hostname, &records)?,
         };
-        let held = Held::create(home, new_record(home, plan, &id, name.clone(), port), lock);
+        let held = Held::create(home, make_record(&id, port), lock);
         let mut launch = Launch::new(home, held, true, plan.timeout);
         launch.spawn(deadline, false)?;
         launch
@@ -79,7 +102,11 @@ pub fn start(home: &Home, plan: &Plan, name: Option<String>) -> Result<Started> 
             Ok(version) => {
                 hooks::fail("start:healthy")?;
                 launch.held.healthy(version)?;
-                return Ok(Started { record: launch.finish(), took: began.elapsed() });
+                let record = launch.finish();
+                if let Some(prepared) = prepared {
+                    prepared.finish();
+                }
+                return Ok(Started { record, took: began.elapsed() });
             }
             Err(status) => {
                 if let Some(failure) = (tries < START_TRIES).then(|| launch.transient_failure(plan)).flatten() {
@@ -92,7 +119,8 @@ pub fn start(home: &Home, plan: &Plan, name: Option<String>) -> Result<Started> 
                     let _store = home.lock_store()?;
                     if failure == Transient::PortTaken {
                         let port = pick_port(&plan.hostname, &record::valid(&record::list(home)?))?;
-                        launch.held.plan(new_record(home, plan, &launch.record().id, name.clone(), port));
+                        let id = launch.record().id.clone();
+                        launch.held.plan(make_record(&id, port));
                     }
                     launch.spawn(deadline, false)?;
                     continue;
@@ -106,6 +134,35 @@ pub fn start(home: &Home, plan: &Plan, name: Option<String>) -> Result<Started> 
             }
         }
     }
+}
+
+/// An error if `name` is another instance's name or id.
+fn check_name_free(records: &[Record], name: Option<&str>) -> Result<()> {
+    if let Some(name) = name
+        && records.iter().any(|r| r.name.as_deref() == Some(name) || r.id == *name)
+    {
+        return Err(anyhow!(
+            Failure::new(code::FAILED, format!("an instance named {name:?} exists already"))
+                .hint(format!("choose another --name, or stop that one first: ocx stop {name}"))
+        ));
+    }
+    Ok(())
+}
+
+/// The names and ids a new id must differ from, also of records ocx cannot read.
+fn taken_ids(entries: &[record::Entry]) -> Vec<&str> {
+    let mut taken: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| match e {
+            record::Entry::Valid(r) => r.name.as_deref(),
+            record::Entry::Invalid(_) => None,
+        })
+        .collect();
+    taken.extend(entries.iter().map(|e| match e {
+        record::Entry::Valid(r) => r.id.as_str(),
+        record::Entry::Invalid(i) => i.id.as_str(),
+    }));
+    taken
 }
 
 /// Ways a start can fail that another try fixes.

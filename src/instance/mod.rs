@@ -17,13 +17,14 @@ pub mod opencode;
 pub mod report;
 pub mod resolve;
 pub mod restart;
-pub mod serving;
 pub mod resurrect;
+pub mod serving;
 pub mod spawn;
 pub mod state;
 pub mod status;
 pub mod stop;
 pub mod watch;
+pub mod workspace;
 
 use std::time::{Duration, Instant};
 

@@ -41,6 +41,12 @@ pub struct Plan {
     pub log_level: Option<String>,
     /// The fleet file the instances are started from (`ocx up`), recorded with them.
     pub project: Option<PathBuf>,
+    /// `--worktree`: a git worktree of its own per instance, on a new (or existing) branch.
+    pub worktree: Option<super::workspace::WorktreePlan>,
+    /// `--setup CMD`: run in a new worktree before the server starts.
+    pub setup: Option<String>,
+    /// `--isolate`: a database of its own per instance.
+    pub isolate: bool,
 }
 
 /// The record of a new instance, as its watcher gets it (no server yet).
@@ -79,6 +85,8 @@ pub fn new_record(home: &Home, plan: &Plan, id: &str, name: Option<String>, port
         failed: None,
         remote: None,
         project: plan.project.clone(),
+        worktree: None,
+        db: None,
     }
 }
 
@@ -93,6 +101,11 @@ pub fn server_command(home: &Home, record: &Record) -> Command {
         .env(MARKER_ID, &record.id)
         .env(MARKER_HOME, home.root())
         .env(USERNAME_VAR, &record.username);
+    if let Some(db) = &record.db {
+        // opencode 1.18.33 takes an absolute OPENCODE_DB as is (a relative one below its data
+        // directory); the rest of that directory (auth.json: provider credentials) stays shared.
+        cmd.env("OPENCODE_DB", db);
+    }
     match &record.password {
         Some(password) => cmd.env(PASSWORD_VAR, password),
         None => cmd.env_remove(PASSWORD_VAR),

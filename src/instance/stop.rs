@@ -8,6 +8,7 @@ use anyhow::{Result, anyhow};
 use serde::Serialize;
 
 use super::state::{Facts, Held};
+use super::workspace::{self, Released};
 use super::{Vouch, vouch};
 use crate::home::Home;
 use crate::hooks;
@@ -43,17 +44,31 @@ pub struct Outcome {
     /// signal could not be delivered and the server was ended at once.
     pub note: Option<String>,
     pub error: Option<String>,
+    /// What became of the instance's `--worktree` and its branch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<Released>,
 }
 
-/// Stop one instance; never fails outright, the outcome says what went wrong.
-pub fn stop(home: &Home, record: &Record, grace: Duration) -> Outcome {
-    stop_if(home, record, grace, |_, _| true)
+/// Stop one instance; never fails outright, the outcome says what went wrong. `discard`: also
+/// remove its worktree and branch with the work in them.
+pub fn stop(home: &Home, record: &Record, grace: Duration, discard: bool) -> Outcome {
+    stop_inner(home, record, grace, discard, &|_, _| true)
 }
 
 /// Stop one instance if `still` holds for it once its lock is taken (its record and process
 /// facts as they are then): a decision taken earlier (gc's) is checked again right before
 /// acting, so a start, restart or watcher that changed it meanwhile is left alone.
 pub fn stop_if(home: &Home, record: &Record, grace: Duration, still: impl Fn(&Record, &Facts) -> bool) -> Outcome {
+    stop_inner(home, record, grace, false, &still)
+}
+
+fn stop_inner(
+    home: &Home,
+    record: &Record,
+    grace: Duration,
+    discard: bool,
+    still: &dyn Fn(&Record, &Facts) -> bool,
+) -> Outcome {
     let began = Instant::now();
     let mut outcome = Outcome {
         id: record.id.clone(),
@@ -67,8 +82,9 @@ pub fn stop_if(home: &Home, record: &Record, grace: Duration, still: impl Fn(&Re
         port_owner: None,
         note: None,
         error: None,
+        worktree: None,
     };
-    if let Err(err) = stop_locked(home, record, grace, &still, &mut outcome) {
+    if let Err(err) = stop_locked(home, record, grace, discard, still, &mut outcome) {
         outcome.result = "failed";
         outcome.error = Some(format!("{err:#}"));
     }
@@ -80,6 +96,7 @@ fn stop_locked(
     home: &Home,
     record: &Record,
     grace: Duration,
+    discard: bool,
     still: &dyn Fn(&Record, &Facts) -> bool,
     outcome: &mut Outcome,
 ) -> Result<()> {
@@ -102,6 +119,11 @@ fn stop_locked(
     outcome.result = if ended.signal.is_some() { "stopped" } else { "already gone" };
     (outcome.signal, outcome.note, outcome.orphans_ended) = (ended.signal, ended.note, ended.orphans_ended);
     (outcome.port_free, outcome.port_owner) = (ended.port_free, ended.port_owner);
+    // Decided now, with nothing left running in it, and before the record goes: what holds work
+    // stays (its marker too, so gc applies the same rule later).
+    if let Some(wt) = &record.worktree {
+        outcome.worktree = Some(workspace::release(home, &record.id, wt, discard));
+    }
     held.delete()
 }
 

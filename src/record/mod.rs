@@ -79,6 +79,27 @@ pub struct Record {
     /// `ocx start`. `up`, `down` and `ls --project` select by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<PathBuf>,
+    /// The git worktree ocx made for the instance (`ocx start --worktree`): the server serves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<Worktree>,
+    /// The instance's own opencode database (`ocx start --isolate`), given as `OPENCODE_DB`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db: Option<PathBuf>,
+}
+
+/// A git worktree ocx created for an instance, on a branch of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Worktree {
+    /// The worktree's directory (under `<home>/worktrees/<id>/`).
+    pub path: PathBuf,
+    pub branch: String,
+    /// The commit the branch started from: what `ocx diff` compares with, and what counts as
+    /// "no work on the branch".
+    pub base: String,
+    /// The repository's main working tree.
+    pub repo: PathBuf,
+    /// Whether ocx created the branch (only then may it delete it).
+    pub created_branch: bool,
 }
 
 /// What the watcher does when the server exits.

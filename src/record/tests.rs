@@ -80,6 +80,8 @@ fn fixture_of_a_full_schema_1_record_loads_with_every_field() {
         failed: None,
         remote: None,
         project: None,
+        worktree: None,
+        db: None,
     };
     assert_eq!(r, expected);
 }
@@ -266,4 +268,20 @@ fn resolve_errors_name_the_candidates() {
 
     let err = resolve(&[], "x").unwrap_err();
     assert!(err.downcast_ref::<Failure>().unwrap().hint.as_deref().unwrap().contains("ocx start"));
+}
+
+/// A record of `ocx start --worktree --isolate` (issue 20) loads, with both; one without them
+/// (every record before) loads with neither.
+#[test]
+fn fixture_of_a_worktree_and_isolated_record_loads() {
+    let r = parse(include_str!("../../tests/fixtures/record-v1-worktree.json").as_bytes(), "jgr3fp").unwrap();
+    let wt = r.worktree.expect("a worktree");
+    assert_eq!((wt.branch.as_str(), wt.created_branch), ("ocx/api", true));
+    assert_eq!(wt.repo, std::path::Path::new("/home/u/src/proj"));
+    assert_eq!(r.dir, wt.path);
+    assert_eq!(r.db.as_deref(), Some(std::path::Path::new("/home/u/.local/state/ocx/data/jgr3fp/opencode.db")));
+    let old = parse(FIXTURE_FULL.as_bytes(), "jgr3fp").unwrap();
+    assert!(old.worktree.is_none() && old.db.is_none());
+    let json = serde_json::to_value(&old).unwrap();
+    assert!(json.get("worktree").is_none() && json.get("db").is_none(), "absent, not null: {json}");
 }

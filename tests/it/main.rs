@@ -19,3 +19,4 @@ mod supervise;
 mod sweep;
 mod top;
 mod windows;
+mod worktrees;

@@ -147,7 +147,7 @@ fn act(home: &Home, hosts: &[Host], action: Action, row: Row, done: Sender<Strin
                 Err(err) => format!("{label}: {} failed: {err:#}", action.verb()),
             },
             (None, Action::Stop, Some(record)) => {
-                let o = stop::stop(&home, record, GRACE);
+                let o = stop::stop(&home, record, GRACE, false);
                 match &o.error {
                     Some(error) => format!("{label}: stop failed: {error}"),
                     None => format!(
