@@ -6,6 +6,7 @@ mod hosts;
 mod instances;
 mod parse;
 mod prompting;
+mod setup;
 
 use std::path::PathBuf;
 
@@ -17,6 +18,7 @@ pub use instances::{
     AttachArgs, GcArgs, LogLevel, LogsArgs, LsArgs, RestartArgs, RestartPolicy, StartArgs, StopArgs, UrlArgs, WatchArgs,
 };
 pub use prompting::{EventsArgs, Format, PermissionPolicy, RunArgs, SessionsArgs, WaitArgs};
+pub use setup::{DoctorArgs, InstallOpencodeArgs};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -31,7 +33,8 @@ Examples:
   ocx gc                          clean up after crashes and killed servers
   ocx host add box ssh://me@box   a host to reach over ssh (with ocx installed there)
   ocx ls --all-hosts              instances here and on every host
-  ocx run box:api \"fix it\"      a prompt to instance api on host box";
+  ocx run box:api \"fix it\"      a prompt to instance api on host box
+  ocx doctor                      check the whole setup, and say what to fix";
 
 /// Run OpenCode servers in the background: start, list, prompt, stop and clean up.
 ///
@@ -73,6 +76,8 @@ pub enum Command {
     Host(HostArgs),
     Tunnel(TunnelArgs),
     Completions(CompletionsArgs),
+    Doctor(DoctorArgs),
+    InstallOpencode(InstallOpencodeArgs),
     #[command(hide = true)]
     Man(ManArgs),
     /// The watcher of one instance (started by `ocx start`; not for direct use)

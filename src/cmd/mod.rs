@@ -3,9 +3,11 @@
 
 mod attach;
 pub mod completions;
+mod doctor;
 mod events;
 mod gc;
 mod host;
+mod install_opencode;
 mod logs;
 mod ls;
 mod man;
@@ -69,6 +71,8 @@ fn run_here(home_dir: Option<&std::path::Path>, command: Command) -> Result<()> 
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => man::run(args),
         Command::Watch(args) => watch::run(&home()?, args),
+        Command::Doctor(args) => doctor::run(home_dir, args),
+        Command::InstallOpencode(args) => install_opencode::run(args),
     }
 }
 
@@ -174,6 +178,8 @@ fn instance_args(command: &mut Command) -> Option<Vec<&mut String>> {
         Command::Url(args) => args.instance.iter_mut().collect(),
         Command::Tunnel(args) => vec![&mut args.instance],
         Command::Start(_) | Command::Ls(_) | Command::Gc(_) => Vec::new(),
+        // With --host, checked or installed on that host.
+        Command::Doctor(_) | Command::InstallOpencode(_) => Vec::new(),
     })
 }
 

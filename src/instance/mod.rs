@@ -9,6 +9,7 @@
 //! Here: whether an instance's server is alive and provably ours, and waiting until it serves.
 
 pub mod gc;
+pub mod install;
 pub mod launch;
 pub mod log;
 pub mod observe;
