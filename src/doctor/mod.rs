@@ -122,7 +122,7 @@ fn opencode(home: Option<&Home>) -> Check {
                 ),
             }
         }
-        None => Check::pass("opencode", basic, format!("{at}, version unknown (`--version` said none within 3 s)")),
+        None => Check::pass("opencode", basic, format!("{at}, version unknown (`--version` said none within 10 s)")),
     }
 }
 

@@ -21,6 +21,8 @@ pub const TESTED: &str = "1.18.33";
 /// One that takes longer (a wrapper that ignores its arguments, a loaded machine) says nothing:
 /// the server's health answer is checked too.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long `ocx doctor` waits for `--version`.
+const DIAGNOSIS_TIMEOUT: Duration = Duration::from_secs(10);
 /// What `--version` said, by binary (path, size, modification time), so that only the first
 /// start with a binary pays for asking it.
 const CACHE_FILE: &str = "opencode-versions.json";
@@ -180,12 +182,14 @@ pub fn known_version(home: Option<&Home>, binary: &Path) -> Option<String> {
             serde_json::from_slice(&std::fs::read(home.root().join(CACHE_FILE)).ok()?).ok()?;
         cache.get(&key).cloned()
     });
+    // A diagnosis can wait longer than a start: the first run in a fresh home is slow.
     remembered.or_else(|| version(binary))
 }
 
-/// What `binary --version` says, with ocx's own environment.
+/// What `binary --version` says, with ocx's own environment, waiting as long as a diagnosis
+/// may (a fresh install's first run is slow).
 pub fn version(binary: &Path) -> Option<String> {
-    version_of(binary, &BTreeMap::new())
+    version_within(binary, &BTreeMap::new(), DIAGNOSIS_TIMEOUT)
 }
 
 /// Whether `version` is of a major version ocx speaks (one without numbers counts as yes).
@@ -195,6 +199,11 @@ pub fn is_supported(version: &str) -> bool {
 
 /// The version `binary --version` prints within a bounded time, if it prints one.
 fn version_of(binary: &Path, env: &BTreeMap<String, String>) -> Option<String> {
+    version_within(binary, env, VERSION_TIMEOUT)
+}
+
+/// The version `binary --version` prints within `timeout`, if it prints one.
+fn version_within(binary: &Path, env: &BTreeMap<String, String>, timeout: Duration) -> Option<String> {
     let mut child = Command::new(binary)
         .arg("--version")
         .envs(env)
@@ -209,7 +218,7 @@ fn version_of(binary: &Path, env: &BTreeMap<String, String>) -> Option<String> {
         let _ = (&mut out).take(4096).read_to_string(&mut text);
         text
     });
-    let deadline = Instant::now() + VERSION_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     loop {
         match child.try_wait() {
             Ok(Some(status)) if status.success() => break,
