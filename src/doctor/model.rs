@@ -205,10 +205,13 @@ mod tests {
         std::fs::create_dir_all(&sub).unwrap();
         let files = config_files(&sub);
         let last = files.last().unwrap();
-        assert_eq!(last, &sub.join("opencode.json"), "{files:?}");
+        // Within one directory as opencode reads them: .jsonc, .json, then `.opencode/`.
+        assert_eq!(last, &sub.join(".opencode/opencode.json"), "{files:?}");
         // Nothing above the worktree's root is read.
         assert!(files.iter().all(|f| !f.starts_with(root.path()) || f.starts_with(&repo)), "{files:?}");
-        assert!(files.iter().position(|f| f == &repo.join("opencode.json")) < files.iter().position(|f| f == last));
+        let at = |f: PathBuf| files.iter().position(|g| g == &f).unwrap();
+        assert!(at(repo.join("opencode.json")) < at(sub.join("opencode.jsonc")));
+        assert!(at(sub.join("opencode.jsonc")) < at(sub.join("opencode.json")));
     }
 
     #[test]
