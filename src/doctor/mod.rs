@@ -114,11 +114,18 @@ fn opencode(home: Option<&Home>) -> Check {
                         opencode::SUPPORTED_MAJOR,
                         opencode::TESTED
                     ),
-                    format!(
-                        "`ocx install-opencode` installs {} for ocx alone{}",
-                        opencode::TESTED,
-                        if source.explicit() { ", then unset OCX_OPENCODE" } else { "" }
-                    ),
+                    match install::installed() {
+                        Some(own) => format!(
+                            "unset OCX_OPENCODE: ocx then uses its own {} at {}",
+                            opencode::TESTED,
+                            own.display()
+                        ),
+                        None => format!(
+                            "`ocx install-opencode` installs {} for ocx alone{}",
+                            opencode::TESTED,
+                            if source.explicit() { ", then unset OCX_OPENCODE" } else { "" }
+                        ),
+                    },
                 ),
             }
         }

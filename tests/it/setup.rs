@@ -92,6 +92,12 @@ fn start_installs_opencode_on_demand_once_and_answers_a_prompt() {
     let again = bare(&env, &path, &["install-opencode", "--json"], &[]);
     let doc = again.success().json();
     assert_eq!((doc["installed"].as_bool(), doc["version"].as_str()), (Some(false), Some("1.18.33")), "{doc}");
+    // An opencode 2 on PATH: ocx's own install is used instead, and says so.
+    std::fs::write(path.join("opencode"), "#!/bin/sh\necho 2.0.0\n").unwrap();
+    std::fs::set_permissions(path.join("opencode"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let fourth = bare(&env, &path, &["start", "--json", "--name", "d"], &[]);
+    fourth.success().stderr_has("using ocx's own opencode 1.18.33");
+    assert_eq!(fourth.json()[0]["opencode"]["path"], binary.display().to_string());
     env.run(&["stop", "--all"]).success();
 }
 
