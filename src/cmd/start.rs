@@ -154,6 +154,9 @@ fn opencode_binary(home: &Home, args: &StartArgs, env: &BTreeMap<String, String>
         return Err(refused
             .unwrap_or_else(|| opencode::find_opencode(args.opencode.as_deref()).expect_err("nothing was found")));
     }
+    // After the question (a Ctrl-C at it simply ends ocx): from here on, Ctrl-C ends npm and
+    // removes what it installed so far.
+    process::install_interrupt_handler();
     let installed = install::install()?;
     if installed.fresh {
         output::note(format!(

@@ -6,6 +6,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, anyhow};
 
@@ -65,6 +66,7 @@ pub fn install() -> Result<Installed> {
         )
     })?;
     std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    remove_stale_temp_dirs(parent);
     // In the same directory as its final place, so the rename is one step on one filesystem;
     // removed when dropped, whatever fails (or is interrupted) before the rename.
     let temp = tempfile::Builder::new()
@@ -106,6 +108,24 @@ pub fn install() -> Result<Installed> {
     Ok(Installed { binary, version: TESTED.to_string(), fresh: true })
 }
 
+/// How old a temp dir of an install must be to count as left behind (an ocx SIGKILLed mid-install
+/// cannot remove its own); a real install takes well under a minute.
+const STALE_AFTER: Duration = Duration::from_secs(3600);
+
+/// Remove the temp dirs of installs that were killed before they could clean up.
+fn remove_stale_temp_dirs(parent: &Path) {
+    let now = SystemTime::now();
+    for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > STALE_AFTER);
+        if old && entry.file_name().to_string_lossy().starts_with(".install-") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// `npm install --prefix PREFIX opencode-ai@TESTED`, quietly; npm's last lines are the error.
 fn run_npm(npm: &Path, prefix: &Path) -> Result<()> {
     let mut child = Command::new(npm)
@@ -117,14 +137,25 @@ fn run_npm(npm: &Path, prefix: &Path) -> Result<()> {
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot run {}", npm.display()))?;
-    let mut said = String::new();
-    if let Some(mut stderr) = child.stderr.take() {
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let reader = std::thread::spawn(move || {
+        let mut said = String::new();
         let _ = (&mut stderr).take(1 << 20).read_to_string(&mut said);
-    }
-    let status = child.wait().with_context(|| format!("cannot wait for {}", npm.display()))?;
-    if crate::process::interrupted() {
-        return Err(crate::error::interrupted("the install of opencode was interrupted; nothing was installed"));
-    }
+        said
+    });
+    // Polled, so that Ctrl-C or a TERM to ocx alone also ends npm before the temp dir goes.
+    let status = loop {
+        if crate::process::interrupted() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(crate::error::interrupted("the install of opencode was interrupted; nothing was installed"));
+        }
+        match child.try_wait().with_context(|| format!("cannot wait for {}", npm.display()))? {
+            Some(status) => break status,
+            None => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    let said = reader.join().unwrap_or_default();
     if status.success() {
         return Ok(());
     }
