@@ -105,7 +105,7 @@ impl Home {
 }
 
 /// `explicit` if given and not empty, else the platform's state directory + `ocx`; absolute.
-fn root_path(explicit: Option<&Path>) -> Result<PathBuf> {
+pub fn root_path(explicit: Option<&Path>) -> Result<PathBuf> {
     let root = match explicit.filter(|p| !p.as_os_str().is_empty()) {
         Some(p) => p.to_path_buf(),
         None => dirs::state_dir()

@@ -2,6 +2,7 @@
 
 mod cli;
 mod cmd;
+mod doctor;
 mod error;
 mod events;
 mod feed;

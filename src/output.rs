@@ -64,6 +64,24 @@ pub fn note(text: impl Display) {
     let _ = writeln!(io::stderr().lock(), "{text}");
 }
 
+/// Ask a yes-or-no question on stderr and read the answer from stdin; Enter alone means yes.
+/// Only for a terminal: the caller checks `is_interactive` first.
+pub fn confirm(question: &str) -> io::Result<bool> {
+    let mut err = io::stderr().lock();
+    write!(err, "{question} [Y/n] ")?;
+    err.flush()?;
+    drop(err);
+    let mut answer = String::new();
+    io::stdin().read_line(&mut answer)?;
+    let answer = answer.trim().to_ascii_lowercase();
+    Ok(answer.is_empty() || answer == "y" || answer == "yes")
+}
+
+/// Whether someone is at a terminal to answer a question: stdin and stderr are terminals.
+pub fn is_interactive() -> bool {
+    io::stdin().is_terminal() && io::stderr().is_terminal()
+}
+
 /// Print one JSON document on stdout.
 pub fn print_json(value: &serde_json::Value) -> io::Result<()> {
     let mut out = io::stdout().lock();

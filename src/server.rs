@@ -120,6 +120,16 @@ impl Client {
         session["id"].as_str().map(str::to_string).context("the new session has no id")
     }
 
+    /// `GET /config`: the configuration the server resolved for its project (`model`, …).
+    pub fn config(&self) -> Result<Value> {
+        ok_json(self.get("/config")?, SMALL_BODY)
+    }
+
+    /// `GET /config/providers`: the providers it can use, and each one's default model.
+    pub fn providers(&self) -> Result<Value> {
+        ok_json(self.get("/config/providers")?, LIST_BODY)
+    }
+
     /// `GET /session`: every session of the project.
     pub fn sessions(&self) -> Result<Vec<Value>> {
         ok_json(self.get("/session")?, LIST_BODY)

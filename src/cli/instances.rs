@@ -154,6 +154,13 @@ pub struct StartArgs {
     /// Arguments passed through to `opencode serve`
     #[arg(last = true, value_name = "OPENCODE_ARGS")]
     pub extra: Vec<String>,
+
+    /// When no opencode is found (or only one of a major version ocx does not speak, on PATH),
+    /// install the version ocx is tested with from the npm registry into ocx's own cache
+    /// directory, without asking, and use it from then on (`ocx install-opencode` does only
+    /// that). On a terminal `ocx start` offers it; in scripts, give this
+    #[arg(long)]
+    pub install_opencode: bool,
 }
 
 /// What the watcher answers for a client that did not (`start --permission`).

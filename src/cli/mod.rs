@@ -7,6 +7,7 @@ mod hosts;
 mod instances;
 mod parse;
 mod prompting;
+mod setup;
 mod top;
 mod worktrees;
 
@@ -22,6 +23,7 @@ pub use instances::{
     UrlArgs, WatchArgs,
 };
 pub use prompting::{EventsArgs, Format, PermissionPolicy, RunArgs, SessionsArgs, WaitArgs};
+pub use setup::{DoctorArgs, InstallOpencodeArgs};
 pub use top::TopArgs;
 pub use worktrees::DiffArgs;
 
@@ -41,7 +43,8 @@ Examples:
   ocx resurrect                   after a reboot: bring back what should run
   ocx host add box ssh://me@box   a host to reach over ssh (with ocx installed there)
   ocx ls --all-hosts              instances here and on every host
-  ocx run box:api \"fix it\"      a prompt to instance api on host box";
+  ocx run box:api \"fix it\"      a prompt to instance api on host box
+  ocx doctor                      check the whole setup, and say what to fix";
 
 /// Run OpenCode servers in the background: start, list, prompt, stop and clean up.
 ///
@@ -89,6 +92,8 @@ pub enum Command {
     Resurrect(ResurrectArgs),
     Service(ServiceArgs),
     Diff(DiffArgs),
+    Doctor(DoctorArgs),
+    InstallOpencode(InstallOpencodeArgs),
     #[command(hide = true)]
     Man(ManArgs),
     /// The watcher of one instance (started by `ocx start`; not for direct use)

@@ -4,11 +4,13 @@
 mod attach;
 pub mod completions;
 mod diff;
+mod doctor;
 mod down;
 mod events;
 mod fleet;
 mod gc;
 mod host;
+mod install_opencode;
 mod logs;
 mod ls;
 mod man;
@@ -86,6 +88,8 @@ fn run_here(home_dir: Option<&std::path::Path>, command: Command) -> Result<()> 
         Command::Down(args) => down::run(&home()?, args),
         Command::Resurrect(args) => resurrect::run(&home()?, args),
         Command::Service(args) => service::run(&home()?, args),
+        Command::Doctor(args) => doctor::run(home_dir, args),
+        Command::InstallOpencode(args) => install_opencode::run(args),
     }
 }
 
@@ -195,6 +199,8 @@ fn instance_args(command: &mut Command) -> Option<Vec<&mut String>> {
         Command::Top(_) => return None,
         // A fleet file and a boot unit are this machine's: `--host` runs them there as typed.
         Command::Up(_) | Command::Down(_) | Command::Resurrect(_) | Command::Service(_) => Vec::new(),
+        // With --host, checked or installed on that host.
+        Command::Doctor(_) | Command::InstallOpencode(_) => Vec::new(),
     })
 }
 

@@ -7,8 +7,9 @@ use anyhow::{Context, Result, anyhow};
 use crate::cli::{AnswerPolicy, LogLevel, RestartPolicy, StartArgs};
 use crate::error::{Failure, code};
 use crate::home::Home;
+use crate::instance::install;
 use crate::instance::launch::{self, Started};
-use crate::instance::opencode;
+use crate::instance::opencode::{self, Source};
 use crate::instance::spawn::{self, PASSWORD_VAR, Plan};
 use crate::instance::workspace::WorktreePlan;
 use crate::record::{self, Supervision};
@@ -50,7 +51,6 @@ pub fn run(home: &Home, args: StartArgs) -> Result<()> {
 /// What the arguments ask for, checked. (`ocx up` plans each instance of its file with it too,
 /// through `cmd::start_plan`.)
 pub(super) fn plan(home: &Home, args: &StartArgs) -> Result<Plan> {
-    let binary = opencode::find_opencode(args.opencode.as_deref())?;
     let dir = match &args.dir {
         Some(dir) => dir.clone(),
         None => std::env::current_dir().context("cannot read the current directory")?,
@@ -93,8 +93,9 @@ pub(super) fn plan(home: &Home, args: &StartArgs) -> Result<Plan> {
         .as_ref()
         .map(|branch| WorktreePlan::check(&dir, branch.clone(), args.base.as_deref(), args.count))
         .transpose()?;
-    // A major version ocx does not speak is refused before anything starts.
-    opencode::check_version(home, &binary, &env)?;
+    // Last, once the arguments are known to be good: it may install opencode. A major version
+    // ocx does not speak is refused before anything starts.
+    let binary = opencode_binary(home, args, &env)?;
     Ok(Plan {
         binary,
         dir,
@@ -136,4 +137,55 @@ pub(super) fn plan(home: &Home, args: &StartArgs) -> Result<Plan> {
         setup: args.setup.clone(),
         isolate: args.isolate,
     })
+}
+
+/// The opencode to start: the one found (`opencode::locate`), else — also instead of one on
+/// PATH of a major version ocx does not speak — ocx's own install, made now when
+/// `--install-opencode` asks for it or the user at the terminal agrees.
+fn opencode_binary(home: &Home, args: &StartArgs, env: &BTreeMap<String, String>) -> Result<std::path::PathBuf> {
+    let refused = match opencode::locate(args.opencode.as_deref())? {
+        Some((binary, source)) => match opencode::check_version(home, &binary, env) {
+            Ok(_) => return Ok(binary),
+            // One the user named is theirs to change.
+            Err(err) if source.explicit() || source == Source::Ocx => return Err(err),
+            Err(err) => Some(err),
+        },
+        None => None,
+    };
+    if refused.is_some()
+        && let Some(own) = install::installed()
+    {
+        output::note(format!("using ocx's own opencode {} at {}", opencode::TESTED, own.display()));
+        opencode::check_version(home, &own, env)?;
+        return Ok(own);
+    }
+    let target =
+        install::dir(opencode::TESTED).map_or_else(|| "ocx's cache directory".into(), |d| d.display().to_string());
+    let agreed = args.install_opencode
+        || (output::is_interactive() && {
+            let why = match &refused {
+                Some(err) => format!("{err:#}"),
+                None => "opencode is not installed".to_string(),
+            };
+            output::note(why);
+            output::confirm(&format!("install opencode {} from the npm registry into {target}?", opencode::TESTED))
+                .context("cannot read the answer")?
+        });
+    if !agreed {
+        return Err(refused
+            .unwrap_or_else(|| opencode::find_opencode(args.opencode.as_deref()).expect_err("nothing was found")));
+    }
+    // After the question (a Ctrl-C at it simply ends ocx): from here on, Ctrl-C ends npm and
+    // removes what it installed so far.
+    process::install_interrupt_handler();
+    let installed = install::install()?;
+    if installed.fresh {
+        output::note(format!(
+            "installed opencode {} at {} (ocx uses it from now on)",
+            installed.version,
+            installed.binary.display()
+        ));
+    }
+    opencode::check_version(home, &installed.binary, env)?;
+    Ok(installed.binary)
 }

@@ -10,6 +10,7 @@
 //! serves).
 
 pub mod gc;
+pub mod install;
 pub mod launch;
 pub mod log;
 pub mod observe;

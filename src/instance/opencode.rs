@@ -21,39 +21,90 @@ pub const TESTED: &str = "1.18.33";
 /// One that takes longer (a wrapper that ignores its arguments, a loaded machine) says nothing:
 /// the server's health answer is checked too.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long `ocx doctor` waits for `--version`.
+const DIAGNOSIS_TIMEOUT: Duration = Duration::from_secs(10);
 /// What `--version` said, by binary (path, size, modification time), so that only the first
 /// start with a binary pays for asking it.
 const CACHE_FILE: &str = "opencode-versions.json";
 
-/// `--opencode`, else `$OCX_OPENCODE`, else `opencode` on PATH (with PATHEXT on Windows, where
-/// npm installs `opencode.cmd`), else `~/.opencode/bin/opencode`.
-pub fn find_opencode(explicit: Option<&Path>) -> Result<PathBuf> {
-    let hint = "install it with `npm i -g opencode-ai@1`, or name it with --opencode PATH or OCX_OPENCODE";
-    let named = explicit
-        .map(|p| (p.to_path_buf(), "--opencode"))
-        .or_else(|| std::env::var_os("OCX_OPENCODE").filter(|v| !v.is_empty()).map(|p| (p.into(), "OCX_OPENCODE")));
-    if let Some((path, from)) = named {
-        return match path.is_file() {
-            true => std::path::absolute(&path).with_context(|| format!("cannot resolve {}", path.display())),
-            false => Err(anyhow!(
-                Failure::new(
-                    code::FAILED,
-                    format!("the opencode binary {} (from {from}) does not exist", path.display())
-                )
-                .hint(hint)
-            )),
-        };
+/// Where an opencode binary was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Flag,
+    Env,
+    Path,
+    HomeBin,
+    /// ocx's own install (`instance::install`).
+    Ocx,
+}
+
+impl Source {
+    /// How `doctor` and errors say it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Source::Flag => "from --opencode",
+            Source::Env => "from OCX_OPENCODE",
+            Source::Path => "on PATH",
+            Source::HomeBin => "in ~/.opencode/bin",
+            Source::Ocx => "ocx's own install",
+        }
     }
-    let fallback = dirs::home_dir().map(|home| home.join(".opencode").join("bin"));
-    find_in(std::env::var_os("PATH"), fallback).ok_or_else(|| {
+
+    /// Named by the user (`--opencode`, `$OCX_OPENCODE`): used as it is, never replaced.
+    pub fn explicit(self) -> bool {
+        matches!(self, Source::Flag | Source::Env)
+    }
+}
+
+/// What `ocx start` and `ocx install-opencode` say when no opencode is found.
+pub const INSTALL_HINT: &str = "`ocx install-opencode` (or `ocx start --install-opencode`) installs the version ocx is \
+     tested with into ocx's own cache directory; or name one with --opencode PATH or OCX_OPENCODE";
+
+/// `--opencode`, else `$OCX_OPENCODE`, else `opencode` on PATH (with PATHEXT on Windows, where
+/// npm installs `opencode.cmd`), else `~/.opencode/bin/opencode`, else ocx's own install.
+pub fn find_opencode(explicit: Option<&Path>) -> Result<PathBuf> {
+    locate(explicit)?.map(|(path, _)| path).ok_or_else(|| {
         anyhow!(
             Failure::new(
                 code::FAILED,
-                "cannot find opencode: OCX_OPENCODE is unset, it is not on PATH, and not in ~/.opencode/bin"
+                "cannot find opencode: OCX_OPENCODE is unset, it is not on PATH, not in ~/.opencode/bin, \
+                 and ocx has not installed it"
             )
-            .hint(hint)
+            .hint(INSTALL_HINT)
         )
     })
+}
+
+/// The binary `find_opencode` would use and where it was found; None when there is none. A
+/// binary named explicitly that does not exist is an error.
+pub fn locate(explicit: Option<&Path>) -> Result<Option<(PathBuf, Source)>> {
+    let named = explicit
+        .map(|p| (p.to_path_buf(), Source::Flag))
+        .or_else(|| std::env::var_os("OCX_OPENCODE").filter(|v| !v.is_empty()).map(|p| (p.into(), Source::Env)));
+    if let Some((path, from)) = named {
+        let flag = if from == Source::Flag { "--opencode" } else { "OCX_OPENCODE" };
+        return match path.is_file() {
+            true => Ok(Some((
+                std::path::absolute(&path).with_context(|| format!("cannot resolve {}", path.display()))?,
+                from,
+            ))),
+            false => Err(anyhow!(
+                Failure::new(
+                    code::FAILED,
+                    format!("the opencode binary {} (from {flag}) does not exist", path.display())
+                )
+                .hint(INSTALL_HINT)
+            )),
+        };
+    }
+    if let Some(found) = find_in(std::env::var_os("PATH"), None) {
+        return Ok(Some((found, Source::Path)));
+    }
+    let fallback = dirs::home_dir().map(|home| home.join(".opencode").join("bin"));
+    if let Some(found) = find_in(None, fallback) {
+        return Ok(Some((found, Source::HomeBin)));
+    }
+    Ok(super::install::installed().map(|p| (p, Source::Ocx)))
 }
 
 /// `opencode` in the directories of `path_var`, else in `fallback`, as the platform finds
@@ -102,7 +153,10 @@ pub fn check_supported(version: &str, what: &str) -> Result<()> {
                      (tested with {TESTED})"
                 )
             )
-            .hint(format!("install opencode-ai@{TESTED} with npm, and name it with --opencode PATH or OCX_OPENCODE"))
+            .hint(format!(
+                "`ocx install-opencode` installs {TESTED} for ocx alone (or `ocx start --install-opencode`); \
+                 or name another with --opencode PATH or OCX_OPENCODE"
+            ))
         )),
         _ => Ok(()),
     }
@@ -117,8 +171,39 @@ fn major(version: &str) -> Option<u64> {
     parts.next()?.chars().next()?.is_ascii_digit().then_some(major)
 }
 
+/// What `binary --version` says, as `check_version` would see it, without writing anything:
+/// the remembered answer if the home has one for this very binary, else the binary's own.
+pub fn known_version(home: Option<&Home>, binary: &Path) -> Option<String> {
+    let remembered = home.and_then(|home| {
+        let m = std::fs::metadata(binary).ok()?;
+        let modified = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+        let key = format!("{}|{}|{}", binary.display(), m.len(), modified.map_or(0, |d| d.as_nanos()));
+        let cache: BTreeMap<String, String> =
+            serde_json::from_slice(&std::fs::read(home.root().join(CACHE_FILE)).ok()?).ok()?;
+        cache.get(&key).cloned()
+    });
+    // A diagnosis can wait longer than a start: the first run in a fresh home is slow.
+    remembered.or_else(|| version(binary))
+}
+
+/// What `binary --version` says, with ocx's own environment, waiting as long as a diagnosis
+/// may (a fresh install's first run is slow).
+pub fn version(binary: &Path) -> Option<String> {
+    version_within(binary, &BTreeMap::new(), DIAGNOSIS_TIMEOUT)
+}
+
+/// Whether `version` is of a major version ocx speaks (one without numbers counts as yes).
+pub fn is_supported(version: &str) -> bool {
+    major(version).is_none_or(|m| m == SUPPORTED_MAJOR)
+}
+
 /// The version `binary --version` prints within a bounded time, if it prints one.
 fn version_of(binary: &Path, env: &BTreeMap<String, String>) -> Option<String> {
+    version_within(binary, env, VERSION_TIMEOUT)
+}
+
+/// The version `binary --version` prints within `timeout`, if it prints one.
+fn version_within(binary: &Path, env: &BTreeMap<String, String>, timeout: Duration) -> Option<String> {
     let mut child = Command::new(binary)
         .arg("--version")
         .envs(env)
@@ -133,7 +218,7 @@ fn version_of(binary: &Path, env: &BTreeMap<String, String>) -> Option<String> {
         let _ = (&mut out).take(4096).read_to_string(&mut text);
         text
     });
-    let deadline = Instant::now() + VERSION_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     loop {
         match child.try_wait() {
             Ok(Some(status)) if status.success() => break,

@@ -19,6 +19,7 @@ pub use boot::{BootManager, boot_time, native as boot_manager};
 #[cfg_attr(unix, path = "unix.rs")]
 #[cfg_attr(windows, path = "windows.rs")]
 mod imp;
+mod setup;
 
 #[cfg(test)]
 pub use imp::make_executable;
@@ -28,6 +29,8 @@ pub use imp::{
     new_session, open_lock_file, open_private_log, own_process_group, port_owner, request_stop, shed_code_pages, shell,
     ssh_shares_connections, stop_requests, sync_dir,
 };
+
+pub use setup::{not_private, output_within, service_manager};
 
 /// The longest socket path ocx makes: macOS' `sun_path` holds 104 bytes, its NUL included
 /// (Linux' 108), and a little room is kept.

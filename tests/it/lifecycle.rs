@@ -177,7 +177,7 @@ fn bad_starts_fail_clearly_and_leave_nothing_behind() {
     let env = TestEnv::new();
     let missing = env.root.path().join("missing");
     env.run(&["start", "--dir", missing.to_str().unwrap()]).code(1).stderr_has("does not exist");
-    env.run(&["start", "--opencode", missing.to_str().unwrap()]).code(1).stderr_has("npm i -g opencode-ai");
+    env.run(&["start", "--opencode", missing.to_str().unwrap()]).code(1).stderr_has("ocx install-opencode");
     // No OCX_OPENCODE, nothing on PATH, nothing in ~/.opencode/bin.
     let run = finish(
         env.ocx()
@@ -190,7 +190,7 @@ fn bad_starts_fail_clearly_and_leave_nothing_behind() {
             .unwrap(),
         "ocx start without opencode",
     );
-    run.code(1).stderr_has("cannot find opencode").stderr_has("npm i -g opencode-ai");
+    run.code(1).stderr_has("cannot find opencode").stderr_has("ocx start --install-opencode");
     env.run(&["start", "--no-auth", "--hostname", "0.0.0.0"]).code(2).stderr_has("--no-auth is refused");
     env.run(&["start", "--name", "bad name"]).code(2).stderr_has("invalid name");
 

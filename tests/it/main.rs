@@ -14,6 +14,7 @@ mod lifecycle;
 mod logs;
 mod remote;
 mod run;
+mod setup;
 mod smoke;
 mod supervise;
 mod sweep;
