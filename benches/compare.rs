@@ -241,13 +241,16 @@ fn stand_in() -> ! {
     std::process::exit(0)
 }
 
-/// Stand-in servers, killed when dropped.
+/// Stand-in servers (and stand-in watchers), killed when dropped.
 struct StandIns(Vec<Child>);
 
 impl StandIns {
     /// Start one more stand-in and record it in `env`'s home as instance `id`. With `port`, the
     /// record points there instead of at the stand-in's own port (the stand-in is still its PID).
-    fn add(&mut self, env: &TestEnv, id: &str, port: Option<u16>) {
+    /// `watched`: with a stand-in watcher too (a process carrying the instance's marker) and the
+    /// observation a watcher writes (`status/<id>.json`), so that `ls` reads it as it does for
+    /// real instances.
+    fn add(&mut self, env: &TestEnv, id: &str, port: Option<u16>, watched: bool) {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .arg("--stand-in")
             .stdout(Stdio::piped())
@@ -265,6 +268,16 @@ impl StandIns {
         record["pid_started_at"] = support::start_time(child.id()).into();
         record["port"] = port.into();
         record["url"] = format!("http://127.0.0.1:{port}").into();
+        if watched {
+            std::fs::create_dir_all(&env.ocx_home).unwrap();
+            let home = env.ocx_home.canonicalize().unwrap();
+            let watcher =
+                Command::new("sleep").arg("3600").env("OCX_INSTANCE_ID", id).env("OCX_HOME", &home).spawn().unwrap();
+            record["watcher"] =
+                serde_json::json!({"pid": watcher.id(), "started_at": support::start_time(watcher.id())});
+            self.0.push(watcher);
+            observe(env, id, child.id());
+        }
         let dir = env.ocx_home.join("instances");
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("{id}.json"));
@@ -272,6 +285,16 @@ impl StandIns {
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         self.0.push(child);
     }
+}
+
+/// Write the observation a healthy, idle instance's watcher writes, dated now.
+fn observe(env: &TestEnv, id: &str, pid: u32) {
+    let dir = env.ocx_home.join("status");
+    std::fs::create_dir_all(&dir).unwrap();
+    let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    let status = serde_json::json!({"schema": 1, "pid": pid, "healthy": true, "version": "stand-in", "busy": {},
+        "pending": [], "stream": true, "updated_at": now});
+    std::fs::write(dir.join(format!("{id}.json")), status.to_string()).unwrap();
 }
 
 impl Drop for StandIns {
@@ -283,33 +306,48 @@ impl Drop for StandIns {
     }
 }
 
-/// 3. `ocx ls` with 100 and 1,000 records, each with a live stand-in server of its own.
+/// 3. `ocx ls` with 100 and 1,000 records, each with a live stand-in server of its own and a
+/// stand-in watcher with its observation; and the same asked live (`--probe`, as `ls` did
+/// before the watcher observed).
 fn scale() {
     const N: usize = 10;
     let env = TestEnv::new();
-    header(&format!("Listing at scale ({N} runs each; stand-in servers, one process per record)"));
+    header(&format!("Listing at scale ({N} runs each; stand-in servers and watchers, processes per record)"));
     let mut stand_ins = StandIns(Vec::new());
     let mut rss_rows = Vec::new();
+    let mut records = 0;
     for target in [100, 1000] {
-        while stand_ins.0.len() < target {
+        while records < target {
             if interrupted() {
                 return;
             }
-            let id = format!("s{:05}", stand_ins.0.len());
-            stand_ins.add(&env, &id, None);
+            stand_ins.add(&env, &format!("s{records:05}"), None, true);
+            records += 1;
         }
+        refresh_observations(&env);
         let listed = env.run(&["ls", "--json"]).success().json();
         let healthy = listed.as_array().unwrap().iter().filter(|r| r["healthy"] == true).count();
-        assert_eq!(healthy, target, "every stand-in answers its health check");
-        let mut times = Vec::new();
-        let mut rss = 0;
-        for _ in 0..N {
-            let (took, kib) = measure(env.ocx().arg("ls"));
-            times.push(took);
-            rss = rss.max(kib);
+        assert_eq!(healthy, target, "every stand-in is healthy");
+        for probe in [false, true] {
+            let mut times = Vec::new();
+            let mut rss = 0;
+            for _ in 0..N {
+                refresh_observations(&env);
+                let mut cmd = env.ocx();
+                cmd.arg("ls");
+                if probe {
+                    cmd.arg("--probe");
+                }
+                let (took, kib) = measure(&mut cmd);
+                times.push(took);
+                rss = rss.max(kib);
+            }
+            let how = if probe { " (--probe: asking each server)" } else { "" };
+            row(&format!("ocx ls, {target} records{how}"), &stats(&times));
+            if !probe {
+                rss_rows.push((target, rss));
+            }
         }
-        row(&format!("ocx ls, {target} records"), &stats(&times));
-        rss_rows.push((target, rss));
     }
     for (target, rss) in rss_rows {
         println!("ocx ls peak RSS with {target} records: {:.1} MiB", mib(rss));
@@ -317,7 +355,18 @@ fn scale() {
     hung();
 }
 
-/// `ocx ls` with 20 instances, one of them hung (its port accepts connections, never answers).
+/// Date every observation now (a watcher writes it at every probe).
+fn refresh_observations(env: &TestEnv) {
+    for entry in std::fs::read_dir(env.ocx_home.join("instances")).unwrap().flatten() {
+        let record: serde_json::Value = serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap();
+        if record["watcher"].is_object() {
+            observe(env, record["id"].as_str().unwrap(), record["pid"].as_u64().unwrap() as u32);
+        }
+    }
+}
+
+/// `ocx ls` with 20 instances, one of them hung (its port accepts connections, never answers):
+/// from the watchers' observations, and asked live.
 fn hung() {
     const N: usize = 10;
     let env = TestEnv::new();
@@ -325,10 +374,16 @@ fn hung() {
     let hung = TcpListener::bind("127.0.0.1:0").unwrap();
     for i in 0..20 {
         let port = (i == 0).then(|| hung.local_addr().unwrap().port());
-        stand_ins.add(&env, &format!("h{i:05}"), port);
+        stand_ins.add(&env, &format!("h{i:05}"), port, true);
     }
-    let times: Vec<Duration> = (0..N).map(|_| time(env.ocx().arg("ls"))).collect();
-    row("ocx ls, 20 instances, 1 of them hung", &stats(&times));
+    let mut watched = Vec::new();
+    for _ in 0..N {
+        refresh_observations(&env);
+        watched.push(time(env.ocx().arg("ls")));
+    }
+    row("ocx ls, 20 instances, 1 of them hung", &stats(&watched));
+    let probed: Vec<Duration> = (0..N).map(|_| time(env.ocx().args(["ls", "--probe"]))).collect();
+    row("ocx ls --probe, 20 instances, 1 of them hung", &stats(&probed));
 }
 
 /// 4. `ocx start` to healthy vs bare `opencode serve` to its ready line.

@@ -146,6 +146,8 @@ impl Watcher<'_> {
         self.observation.healthy = healthy;
         self.observation.rss_bytes = rss.or(self.observation.rss_bytes);
         self.flush(true);
+        // What the last events needed (the parser) is not needed while the server idles.
+        crate::process::shed_code_pages();
     }
 
     /// Write the observation if it changed (at most every `FLUSH_EVERY`), or now if `force`.

@@ -17,6 +17,16 @@ use crate::events::{self, Event as ServerEvent, Status};
 
 /// A stream silent this long (three heartbeats) is dead even if its connection looks open.
 const SILENCE: Duration = Duration::from_secs(30);
+/// The event types the observation follows (as they appear in an event's JSON).
+const WANTED: [&str; 7] = [
+    "\"session.status\"",
+    "\"session.idle\"",
+    "\"session.error\"",
+    "\"session.created\"",
+    "\"session.updated\"",
+    "\"permission.",
+    "\"question.",
+];
 /// Between two attempts to get the stream back.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -110,7 +120,15 @@ fn stream(url: &str, auth: &str, see: &mut dyn FnMut(Seen) -> bool) -> bool {
         if !line.is_empty() || data.is_empty() {
             continue;
         }
-        let seen = serde_json::from_str(&data).ok().and_then(|raw| ServerEvent::parse(&raw).ok()).and_then(seen);
+        // Most events (heartbeats, message parts and their deltas) mean nothing here: they are
+        // passed over without parsing, so that the parser's code stays out of the watcher's
+        // resident memory while its server idles or streams.
+        let wanted = WANTED.iter().any(|t| data.contains(t));
+        let seen = wanted
+            .then(|| serde_json::from_str(&data).ok())
+            .flatten()
+            .and_then(|raw| ServerEvent::parse(&raw).ok())
+            .and_then(seen);
         data.clear();
         if let Some(seen) = seen
             && !see(seen)
