@@ -306,9 +306,9 @@ impl Drop for StandIns {
     }
 }
 
-/// 3. `ocx ls` with 100 and 1,000 records, each with a live stand-in server of its own and a
-/// stand-in watcher with its observation; and the same asked live (`--probe`, as `ls` did
-/// before the watcher observed).
+/// Section 3: `ocx ls` with 100 and 1,000 records, each with a live stand-in server of its own
+/// and a stand-in watcher with its observation; and the same asked live (`--probe`, as `ls`
+/// did before the watcher observed).
 fn scale() {
     const N: usize = 10;
     let env = TestEnv::new();

@@ -8,6 +8,7 @@ mod instances;
 mod parse;
 mod prompting;
 mod setup;
+mod start;
 mod top;
 mod worktrees;
 
@@ -18,12 +19,10 @@ use clap::{Parser, Subcommand, ValueHint};
 pub use fleet::{DownArgs, ResurrectArgs, ServiceArgs, ServiceCommand, ServiceManager, ServiceManagerArgs, UpArgs};
 pub use generate::{CompletionsArgs, ManArgs, Shell};
 pub use hosts::{HostArgs, HostCommand, TunnelArgs};
-pub use instances::{
-    AnswerPolicy, AttachArgs, GcArgs, LogLevel, LogsArgs, LsArgs, RestartArgs, RestartPolicy, StartArgs, StopArgs,
-    UrlArgs, WatchArgs,
-};
+pub use instances::{AttachArgs, GcArgs, LogsArgs, LsArgs, RestartArgs, StopArgs, UrlArgs, WatchArgs};
 pub use prompting::{EventsArgs, Format, PermissionPolicy, RunArgs, SessionsArgs, WaitArgs};
 pub use setup::{DoctorArgs, InstallOpencodeArgs};
+pub use start::{AnswerPolicy, LogLevel, RestartPolicy, StartArgs};
 pub use top::TopArgs;
 pub use worktrees::DiffArgs;
 

@@ -93,8 +93,9 @@ fn session_candidates() -> Vec<CompletionCandidate> {
     sessions.into_iter().map(|(_, c)| c).collect()
 }
 
-/// How long a server gets to list its sessions for completion.
-const SESSION_LOOKUP: std::time::Duration = std::time::Duration::from_millis(300);
+/// How long a server gets to list its sessions for completion (all at once: a second at most
+/// before the prompt shows what answered; 300 ms proved too short on a loaded 2-core machine).
+const SESSION_LOOKUP: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The ids and names of the instances recorded now, described by their recorded state and
 /// directory (the engine keeps those that match what was typed).

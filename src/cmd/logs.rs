@@ -17,6 +17,10 @@ use crate::{instance, output, process, record};
 const DEFAULT_LINES: usize = 50;
 
 pub fn run(home: &Home, args: LogsArgs) -> Result<()> {
+    if args.follow {
+        // From the start: a signal while the tail is printed ends the command as one later does.
+        process::install_interrupt_handler();
+    }
     let since = match &args.since {
         Some(text) => Some(log::parse_since(text).map_err(|e| anyhow!(Failure::new(code::USAGE, e)))?),
         None => None,
@@ -55,7 +59,6 @@ pub fn run(home: &Home, args: LogsArgs) -> Result<()> {
     }
     // Follow from where the tail ended, so a line written meanwhile is not skipped; until
     // Ctrl-C, SIGTERM or SIGHUP, after which what was read is printed and ocx exits 0.
-    process::install_interrupt_handler();
     let mut follower = Follower::new(&path, current, offset);
     let mut buf = Vec::new();
     loop {

@@ -34,8 +34,9 @@ pub fn wait_serving(home: &Home, record: &Record, deadline: Option<Instant>) -> 
         let Some(now) = record::load(home, &record.id)? else {
             return Err(anyhow!(Failure::new(code::NOT_FOUND, format!("instance {label} is gone (stopped)"))));
         };
-        // Asked live: a command about to talk to the server wants its word, not the watcher's.
-        let seen = observe::observe_one(home, &now, Facts::of(home, &now)?, SystemTime::now(), true);
+        // The watcher's observation where there is a fresh one (its probes wait 5 s for a busy
+        // server), else the server asked live.
+        let seen = observe::observe_one(home, &now, Facts::of(home, &now)?, SystemTime::now(), false);
         match seen.status {
             Status::Running | Status::Unsupervised => return Ok(now),
             // Its watcher brings it back (a wedged server, too, once its checks keep failing).

@@ -172,6 +172,10 @@ fn sigterm_and_sighup_abort_the_prompt_like_ctrl_c() {
         wait_for("the session to be idle on the server", Duration::from_secs(10), || {
             (crate::lifecycle::busy_count(&record) == 0).then_some(())
         });
+        // Aborted, not finished on its own: the SLOW answer's last tick never came.
+        let session = crate::support::session_of(&run);
+        let answer = crate::lifecycle::messages(&record, &session).to_string();
+        assert!(!answer.contains("tick 39"), "SIG{sig}: the prompt ran to its end: {answer}");
     }
 }
 
@@ -340,9 +344,11 @@ fn opencode_2_is_refused_clearly() {
     assert_eq!(env.marked(), vec![]);
     // A server that says 2.x once it runs (upgraded in place) is shown with its version.
     std::fs::remove_file(env.control_dir().join("health-version")).unwrap();
-    let id = env.start_stand_in(&[])["id"].as_str().unwrap().to_string();
+    let id = env.start_stand_in(&["--health-interval", "1"])["id"].as_str().unwrap().to_string();
     env.control("health-version", "2.0.0");
-    assert_eq!(env.listed(&id)["version"], "2.0.0");
+    wait_for("ls to show the version its watcher's next probe sees", Duration::from_secs(30), || {
+        (env.listed(&id)["version"] == "2.0.0").then_some(())
+    });
 }
 
 /// Smaller (15): the watcher does not keep `ocx start`'s directory busy for its whole life.
@@ -368,6 +374,10 @@ fn a_stop_that_finds_the_server_crashed_says_already_gone_and_nothing_restarts()
         pin.wait_paused();
         signal("KILL", pid_of(&started));
         wait_for("the server to be gone", Duration::from_secs(10), || is_gone(pid_of(&started)).then_some(()));
+        // Its watcher sees the stop's intent and exits without restarting it.
+        wait_for("the watcher to exit by itself", Duration::from_secs(10), || {
+            is_gone(watcher_of(&started)).then_some(())
+        });
         pin.resume();
         let outcome = finish(stop, "ocx stop").success().json();
         assert_eq!(outcome[0]["result"], "already gone", "round {round}: {outcome}");
@@ -417,5 +427,61 @@ fn sigterm_and_sighup_end_logs_follow_with_0() {
         lines.recv_timeout(Duration::from_secs(10)).expect("the log's first line");
         signal(sig, child.id());
         finish(child, "ocx logs -f").code(0);
+    }
+}
+
+/// Defect 1, the order pinned: the watcher recorded the crash and the restart it plans (paused
+/// just before it respawns): gc neither removes the instance nor waits on it.
+#[test]
+fn gc_leaves_a_watcher_that_recorded_its_restart_alone() {
+    let env = TestEnv::new();
+    let stand_in = env.stand_in();
+    let dir = format!("STAND_IN_DIR={}", env.control_dir().display());
+    let pin = Pin::new(&env, "watch:restart", 0);
+    let args = ["start", "--json", "--opencode", stand_in.to_str().unwrap(), "--env", &dir];
+    let started = run_with(&env, &args, &pin.vars()).success().json()[0].clone();
+    let id = started["id"].as_str().unwrap().to_string();
+    signal("KILL", pid_of(&started));
+    pin.wait_paused();
+    let report = env.run(&["gc", "--json"]).success().json();
+    assert_eq!(report["records"], Value::Array(vec![]), "{report}");
+    assert_eq!(report["busy"], Value::Array(vec![]), "gc took it for busy, not restarting: {report}");
+    assert_eq!(env.listed(&id)["status"], "restarting");
+    pin.resume();
+    wait_for("the restart", Duration::from_secs(30), || {
+        Some(env.listed(&id)).filter(|r| r["status"] == "running" && r["pid"] != started["pid"])
+    });
+}
+
+/// README's promises: `--restart always` restarts after a clean exit too; `restart --all`
+/// restarts every instance; `--no-auth` serves without a password.
+#[test]
+fn restart_always_restart_all_and_no_auth() {
+    let env = TestEnv::new();
+    let always = env.start_stand_in(&["--restart", "always"]);
+    let id = always["id"].as_str().unwrap().to_string();
+    env.control("exit", "0");
+    wait_for("the clean exit to be restarted", Duration::from_secs(30), || {
+        Some(env.record(&id)).filter(|r| r["restarts"] == 1 && r["last_exit"]["reason"] == "exited")
+    });
+    std::fs::remove_file(env.control_dir().join("exit")).unwrap();
+    wait_for("it to run again", Duration::from_secs(30), || {
+        Some(env.listed(&id)).filter(|r| r["status"] == "running" && r["pid"] != always["pid"])
+    });
+
+    let open = env.start_stand_in(&["--no-auth"]);
+    let url = format!("{}/global/health", open["url"].as_str().unwrap());
+    let answer = crate::support::http(Duration::from_secs(5)).get(&url).call().unwrap();
+    assert_eq!(answer.status(), 200, "--no-auth serves without a password");
+    assert!(env.secrets(open["id"].as_str().unwrap())["password"].is_null());
+
+    let before: Vec<Value> = env.ls();
+    let restarted = env.run(&["restart", "--all", "--json"]).success().json();
+    assert_eq!(restarted.as_array().unwrap().len(), 2, "{restarted}");
+    for r in before {
+        let now = env.listed(r["id"].as_str().unwrap());
+        assert_eq!(now["status"], "running");
+        assert_ne!(now["pid"], r["pid"], "restarted");
+        assert_eq!(now["port"], r["port"], "on the same port");
     }
 }

@@ -115,6 +115,9 @@ fn timeout_aborts_the_prompt_on_the_server() {
     let record = env.secrets(&id);
     let session = session_of(&run);
     wait_for("the session to be idle", Duration::from_secs(10), || (!is_busy(&record, &session)).then_some(()));
+    // Aborted, not finished on its own: the SLOW answer's last tick never came.
+    let answer = crate::lifecycle::messages(&record, &session).to_string();
+    assert!(!answer.contains("tick 39"), "the prompt ran to its end: {answer}");
 }
 
 #[test]
@@ -129,6 +132,9 @@ fn ctrl_c_aborts_the_prompt_and_exits_130() {
     let record = env.secrets(&id);
     let session = session_of(&run);
     wait_for("the session to be idle", Duration::from_secs(10), || (!is_busy(&record, &session)).then_some(()));
+    // Aborted, not finished on its own: the SLOW answer's last tick never came.
+    let answer = crate::lifecycle::messages(&record, &session).to_string();
+    assert!(!answer.contains("tick 39"), "the prompt ran to its end: {answer}");
 }
 
 #[test]
@@ -260,4 +266,47 @@ fn a_session_over_ten_megabytes_still_works() {
     let listed = env.run(&["sessions", &id, "--json"]).json();
     let row = listed.as_array().unwrap().iter().find(|s| s["id"] == session.as_str()).unwrap().clone();
     assert_eq!(row["messages"], 6, "{row}");
+}
+
+/// `run --title`, `--agent` and `--dir` reach the server: the session's title, the prompt's
+/// agent, and the project directory the session works in.
+#[test]
+fn title_agent_and_dir_go_to_the_server() {
+    let env = TestEnv::new();
+    let id = env.start(&[])["id"].as_str().unwrap().to_string();
+    let sub = env.project.join("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    let run = env.run(&[
+        "run",
+        &id,
+        "hello there",
+        "--title",
+        "a title of mine",
+        "--agent",
+        "plan",
+        "--dir",
+        sub.to_str().unwrap(),
+    ]);
+    let session = session_of(run.success());
+    let record = env.secrets(&id);
+    let messages = crate::lifecycle::messages(&record, &session);
+    let user = messages.as_array().unwrap().iter().find(|m| m["info"]["role"] == "user").unwrap();
+    assert_eq!(user["info"]["agent"], "plan", "{user}");
+    let listed = env.run(&["sessions", &id, "--json"]).success().json();
+    let ours = listed.as_array().unwrap().iter().find(|s| s["id"] == session.as_str()).unwrap();
+    assert_eq!(ours["title"], "a title of mine");
+    let url = format!(
+        "{}/session/{session}?directory={}",
+        record["url"].as_str().unwrap(),
+        sub.canonicalize().unwrap().display()
+    );
+    let info: Value = crate::support::http(Duration::from_secs(10))
+        .get(&url)
+        .header("Authorization", crate::support::basic_auth(&record))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_json()
+        .unwrap();
+    assert_eq!(info["directory"].as_str(), Some(sub.canonicalize().unwrap().to_str().unwrap()), "{info}");
 }

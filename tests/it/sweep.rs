@@ -226,12 +226,26 @@ fn a_stop_that_cannot_vouch_changes_nothing() {
 #[test]
 fn gc_keeps_an_abandoned_start_whose_server_is_healthy() {
     let env = TestEnv::new();
+    // Its watcher records the start itself once the ocx that waited for it is gone.
     let mut child = env.paused_at(&["start", "--name", "orphaned"], "start:waiting");
     sigkill(&mut child);
-    wait_for("the abandoned server to be healthy", Duration::from_secs(60), || {
-        env.ls().into_iter().find(|r| r["status"] == "running")
+    let id = env.record_files()[0].trim_end_matches(".json").to_string();
+    wait_for("its watcher to record it running", Duration::from_secs(60), || {
+        (env.record(&id)["state"] == "running").then_some(())
     });
-    let id = env.ls()[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(env.listed(&id)["status"], "running");
+    assert_eq!(env.run(&["gc", "--json"]).success().json()["records"], serde_json::json!([]));
+    env.run(&["stop", &id]).success();
+
+    // With its watcher gone too, gc records it: a healthy server is kept, not ended.
+    let mut child = env.paused_at(&["start", "--name", "orphaned"], "start:waiting");
+    let id = env.record_files()[0].trim_end_matches(".json").to_string();
+    crate::gc::sigkill(&mut child);
+    let watcher = env.record(&id)["watcher"]["pid"].as_u64().unwrap();
+    Command::new("kill").args(["-KILL", &watcher.to_string()]).status().unwrap();
+    wait_for("the abandoned server to be healthy", Duration::from_secs(60), || {
+        env.ls().into_iter().find(|r| r["status"] == "unsupervised")
+    });
     assert_eq!(env.record(&id)["state"], "starting");
     let dry = env.run(&["gc", "--dry-run", "--json"]).success().json();
     assert_eq!(dry["promoted"], serde_json::json!([id]));
@@ -241,7 +255,7 @@ fn gc_keeps_an_abandoned_start_whose_server_is_healthy() {
     assert_eq!(report["records"], serde_json::json!([]));
     assert_eq!(env.record(&id)["state"], "running");
     let listed = env.ls();
-    assert_eq!(listed[0]["status"], "running");
+    assert_eq!(listed[0]["status"], "unsupervised");
     assert!(!is_gone(pid_of(&listed[0])));
 }
 

@@ -236,8 +236,8 @@ fn faults_and_crashes_while_creating_or_removing_leave_a_usable_worktree_or_none
         consistent(&env, &repo);
         assert!(env.record_files().is_empty(), "{point}");
     }
-    // A dirty worktree survives a reboot (its server and watcher gone at once), and gc after it,
-    // which removes the dead record but keeps the worktree and branch.
+    // A dirty worktree survives a reboot (its server and watcher gone at once), gc after it
+    // (which keeps the record for `ocx resurrect`), and the explicit stop that forgets it.
     let r = env.start(&["--worktree"]);
     let (path, branch) = worktree_of(&r);
     std::fs::write(path.join("work.txt"), "precious\n").unwrap();
@@ -249,7 +249,9 @@ fn faults_and_crashes_while_creating_or_removing_leave_a_usable_worktree_or_none
         pids.iter().all(|p| crate::support::is_gone(*p as u32)).then_some(())
     });
     let gc = env.run(&["gc", "--json"]).success().json();
-    assert_eq!(gc["records"].as_array().unwrap().len(), 1, "{gc}");
+    assert_eq!(gc["resurrectable"], serde_json::json!([r["id"]]), "{gc}");
+    assert_eq!(std::fs::read_to_string(path.join("work.txt")).unwrap(), "precious\n");
+    env.run(&["stop", r["id"].as_str().unwrap()]).success();
     assert!(env.record_files().is_empty());
     assert_eq!(std::fs::read_to_string(path.join("work.txt")).unwrap(), "precious\n");
     assert!(branches(&repo).contains(&branch));

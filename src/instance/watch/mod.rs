@@ -302,6 +302,12 @@ impl<'a> Watcher<'a> {
             if self.stop_requested {
                 return Ok(None);
             }
+            // A stop's intent is final: seen without the lock too (the stop may hold it).
+            if crate::record::load(self.home, &self.record.id)
+                .is_ok_and(|r| r.is_none_or(|r| r.state == State::Stopping))
+            {
+                return Ok(None);
+            }
             if let Some(lock) = self.home.try_lock_instance(&self.record.id)? {
                 let held = Held::with(self.home, lock, &self.record.id)?;
                 return Ok(held.filter(|h| h.record().state != State::Stopping));

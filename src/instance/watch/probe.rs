@@ -45,7 +45,11 @@ impl Watcher<'_> {
         let interval = Duration::from_secs(self.record.supervision.health_interval_s.max(1));
         self.next_probe = now + interval;
         match self.probe_health(PROBE_TIMEOUT) {
-            Some(_) => {
+            Some(version) => {
+                if version.is_some() {
+                    // Upgraded in place, it says so: `ls` shows what runs.
+                    self.observation.version = version;
+                }
                 self.failed_probes = 0;
                 self.unresponsive_since = None;
                 self.waiting_for_idle = false;
