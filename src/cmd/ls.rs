@@ -214,14 +214,14 @@ fn row(doc: &Value) -> Vec<Cell> {
             vec![
                 Cell::new(&r.id),
                 Cell::new(r.name.as_deref().unwrap_or("-")),
-                output::colored(status_text(&r, status, doc["restart_in_s"].as_u64()), status_color(status)),
+                output::colored(r.status_text(status, doc["restart_in_s"].as_u64()), status_color(status)),
                 Cell::new(text("activity")),
                 Cell::new(if alive { r.pid.to_string() } else { "-".into() }),
                 Cell::new(&r.url),
                 Cell::new(if alive { text("version") } else { "-".into() }),
                 Cell::new(uptime.map_or("-".into(), |s| output::duration(Duration::from_secs(s)))),
                 Cell::new(doc["rss_bytes"].as_u64().map_or("-".into(), output::bytes)),
-                Cell::new(restarts_text(&r)),
+                Cell::new(r.restarts_text()),
                 // A worktree's own path says little: its repository and branch say what it works on.
                 Cell::new(match &r.worktree {
                     Some(wt) => format!("{} [{}]", wt.repo.display(), wt.branch),
@@ -238,30 +238,6 @@ fn status_color(status: &str) -> Color {
         "starting" | "stopping" | "restarting" | "unsupervised" => Color::Yellow,
         _ => Color::Red,
     }
-}
-
-/// The status with what explains it: `restarting (in 8s)`, `dead (SIGKILL)`, `failed (exit 1)`.
-fn status_text(r: &Record, status: &str, restart_in_s: Option<u64>) -> String {
-    match (status, restart_in_s, &r.last_exit) {
-        ("restarting", Some(secs), _) => format!("restarting (in {})", output::duration(Duration::from_secs(secs))),
-        ("dead" | "failed", _, Some(exit)) => format!("{status} ({})", exit.status()),
-        (status, ..) => status.to_string(),
-    }
-}
-
-/// `0`, or `3 (SIGKILL, 2m ago)`: how many restarts, and what caused the last one.
-fn restarts_text(r: &Record) -> String {
-    let Some(exit) = r.last_exit.as_ref().filter(|_| r.restarts > 0) else { return r.restarts.to_string() };
-    let why = match exit.reason.as_str() {
-        "crashed" | "exited" | "terminated" => exit.status(),
-        reason => reason.to_string(),
-    };
-    let ago = humantime::parse_rfc3339(&exit.at)
-        .ok()
-        .and_then(|at| at.elapsed().ok())
-        .map(|d| format!(", {} ago", output::duration(d)))
-        .unwrap_or_default();
-    format!("{} ({why}{ago})", r.restarts)
 }
 
 /// An `opencode serve` process that no record accounts for.

@@ -78,12 +78,14 @@ pub fn observe(home: &Home, records: &[Record], probe: bool) -> Result<Vec<Obser
     let facts = Facts::of_all(home, records)?;
     let now = SystemTime::now();
     let items: Vec<(&Record, Facts)> = records.iter().zip(facts).collect();
+    let probe = probe.then_some(HEALTH_TIMEOUT);
     Ok(crate::parallel::map(&items, PARALLEL, |(r, facts)| observe_one(home, r, *facts, now, probe)))
 }
 
-/// One record's observation, from its process facts and its watcher's observation (or, with
-/// `probe` or without a fresh one, by asking the server).
-pub fn observe_one(home: &Home, r: &Record, mut facts: Facts, now: SystemTime, probe: bool) -> Observed {
+/// One record's observation, from its process facts and its watcher's observation; with
+/// `probe` (how long the server may take to answer), or without a fresh observation, by asking
+/// the server.
+pub fn observe_one(home: &Home, r: &Record, mut facts: Facts, now: SystemTime, probe: Option<Duration>) -> Observed {
     let mut observed = Observed {
         status: Status::Dead,
         healthy: None,
@@ -94,15 +96,16 @@ pub fn observe_one(home: &Home, r: &Record, mut facts: Facts, now: SystemTime, p
         restart_in_s: None,
         activity: None,
     };
-    let seen =
-        (!probe && facts.server.is_some() && facts.watcher.is_some()).then(|| status::fresh(home, r, now)).flatten();
+    let seen = (probe.is_none() && facts.server.is_some() && facts.watcher.is_some())
+        .then(|| status::fresh(home, r, now))
+        .flatten();
     if let Some(seen) = seen {
         facts.healthy = Some(seen.healthy);
         observed.healthy = Some(seen.healthy);
         observed.version = seen.version.clone();
         observed.activity = seen.healthy.then(|| seen.activity(now));
     } else if facts.server.is_some() && r.state != State::Stopping {
-        let client = super::client(r, HEALTH_TIMEOUT);
+        let client = super::client(r, probe.unwrap_or(HEALTH_TIMEOUT));
         let health = client.health();
         let healthy = health.as_ref().is_ok_and(|h| h.healthy);
         if healthy {

@@ -17,6 +17,8 @@ use crate::record::{self, Record};
 /// How long a command that talks to a server waits for one its watcher is bringing back, when
 /// it has no `--timeout` of its own (a restarted server is `unresponsive` after as long).
 pub const SERVE_WAIT: Duration = Duration::from_secs(120);
+/// How long the server may take to answer whether it is healthy.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The instance's record once its server serves: at once when it does; when its watcher is
 /// bringing it back (`starting`, `restarting`), after waiting for it (saying so on stderr) up to
@@ -34,9 +36,9 @@ pub fn wait_serving(home: &Home, record: &Record, deadline: Option<Instant>) -> 
         let Some(now) = record::load(home, &record.id)? else {
             return Err(anyhow!(Failure::new(code::NOT_FOUND, format!("instance {label} is gone (stopped)"))));
         };
-        // The watcher's observation where there is a fresh one (its probes wait 5 s for a busy
-        // server), else the server asked live.
-        let seen = observe::observe_one(home, &now, Facts::of(home, &now)?, SystemTime::now(), false);
+        // Asked live (a server that just died still has a fresh observation), with the time a
+        // loaded server may take, as the watcher's own probes give it.
+        let seen = observe::observe_one(home, &now, Facts::of(home, &now)?, SystemTime::now(), Some(PROBE_TIMEOUT));
         match seen.status {
             Status::Running | Status::Unsupervised => return Ok(now),
             // Its watcher brings it back (a wedged server, too, once its checks keep failing).

@@ -214,6 +214,35 @@ impl Record {
         value
     }
 
+    /// The status with what explains it, as `ls` and `top` show it: `restarting (in 8s)`,
+    /// `dead (SIGKILL)`, `failed (exit 1)`.
+    pub fn status_text(&self, status: &str, restart_in_s: Option<u64>) -> String {
+        match (status, restart_in_s, &self.last_exit) {
+            ("restarting", Some(secs), _) => {
+                format!("restarting (in {})", crate::output::duration(std::time::Duration::from_secs(secs)))
+            }
+            ("dead" | "failed", _, Some(exit)) => format!("{status} ({})", exit.status()),
+            (status, ..) => status.to_string(),
+        }
+    }
+
+    /// `0`, or `3 (SIGKILL, 2m ago)`: how many restarts, and what caused the last one.
+    pub fn restarts_text(&self) -> String {
+        let Some(exit) = self.last_exit.as_ref().filter(|_| self.restarts > 0) else {
+            return self.restarts.to_string();
+        };
+        let why = match exit.reason.as_str() {
+            "crashed" | "exited" | "terminated" => exit.status(),
+            reason => reason.to_string(),
+        };
+        let ago = humantime::parse_rfc3339(&exit.at)
+            .ok()
+            .and_then(|at| at.elapsed().ok())
+            .map(|d| format!(", {} ago", crate::output::duration(d)))
+            .unwrap_or_default();
+        format!("{} ({why}{ago})", self.restarts)
+    }
+
     /// The name if it has one, else the id.
     pub fn label(&self) -> &str {
         self.name.as_deref().unwrap_or(&self.id)

@@ -61,10 +61,10 @@ impl Row {
             id: r.id.clone(),
             name: r.name.clone(),
             status: o.status.clone(),
-            status_text: status_text(r, &o.status, o.restart_in_s),
+            status_text: r.status_text(&o.status, o.restart_in_s),
             activity: o.activity.clone().unwrap_or_else(|| "-".into()),
             restarts: r.restarts,
-            restarts_text: restarts_text(r),
+            restarts_text: r.restarts_text(),
             uptime: o.uptime_s.map_or("-".into(), |s| output::duration(Duration::from_secs(s))),
             mem: o.rss_bytes.map_or("-".into(), output::bytes),
             cpu: cpu.filter(|_| alive).map_or("-".into(), |c| format!("{c:.0}%")),
@@ -196,28 +196,4 @@ fn of_doc(host: &str, doc: &Value) -> Row {
         restart_in_s: doc["restart_in_s"].as_u64(),
     };
     Row::of(host, &r, &observation, None)
-}
-
-/// The status with what explains it, as `ls` says it.
-fn status_text(r: &Record, status: &str, restart_in_s: Option<u64>) -> String {
-    match (status, restart_in_s, &r.last_exit) {
-        ("restarting", Some(secs), _) => format!("restarting (in {})", output::duration(Duration::from_secs(secs))),
-        ("dead" | "failed", _, Some(exit)) => format!("{status} ({})", exit.status()),
-        (status, ..) => status.to_string(),
-    }
-}
-
-/// `0`, or `3 (SIGKILL, 2m ago)`, as `ls` says it.
-fn restarts_text(r: &Record) -> String {
-    let Some(exit) = r.last_exit.as_ref().filter(|_| r.restarts > 0) else { return r.restarts.to_string() };
-    let why = match exit.reason.as_str() {
-        "crashed" | "exited" | "terminated" => exit.status(),
-        reason => reason.to_string(),
-    };
-    let ago = humantime::parse_rfc3339(&exit.at)
-        .ok()
-        .and_then(|at| at.elapsed().ok())
-        .map(|d| format!(", {} ago", output::duration(d)))
-        .unwrap_or_default();
-    format!("{} ({why}{ago})", r.restarts)
 }
