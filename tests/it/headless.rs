@@ -174,7 +174,7 @@ fn ask_gives_up_at_the_deadline() {
     let env = TestEnv::new();
     env.ask_permission_for_bash();
     let id = env.start(&["--name", "late"])["id"].as_str().unwrap().to_string();
-    let (script, _, code) = script(&env, "late", "run late 'RUN:true' --permission ask --timeout 20");
+    let (script, _, code) = script(&env, "late", "run late 'RUN:true' --permission ask --timeout 30");
     let tmux = Tmux::new(&env, "late");
     tmux.run(&script);
     tmux.wait_for_text("allow [o]nce, [a]lways, or [r]eject?");
