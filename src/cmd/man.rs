@@ -27,6 +27,11 @@ renames it to \fI<id>.log.1\fR (\fI.1\fR to \fI.2\fR, …) and starts a new one,
 \fB\-\-log\-max\-files\fR files in all: an instance's log never holds much more than the size
 times the files (30 MiB by default). Kept after \fBocx stop\fR until \fBocx gc \-\-logs\fR.
 .TP
+\fI$OCX_HOME/status/<id>.json\fR
+The watcher's observation of its instance (health, version, busy sessions, pending questions,
+the answers it gave): written only by the watcher, read by \fBocx ls\fR, which then asks no
+server; never trusted once the watcher is gone.
+.TP
 \fI$OCX_HOME/locks/\fR
 Advisory locks: one for the whole store, one per instance while it starts or stops.
 .TP
@@ -42,7 +47,8 @@ The database of an instance started with \fBocx start \-\-isolate\fR (its sessio
 .TP
 \fI$OCX_HOME/ssh/\fR
 The control sockets of the shared ssh connections, one per host, each kept 60 s after the last
-command (with a long \fIOCX_HOME\fR, a short private directory under \fI/tmp\fR instead).
+command (with a long \fIOCX_HOME\fR, a short private directory under \fI$XDG_RUNTIME_DIR\fR,
+else \fI/tmp\fR, instead: used only when it is a real directory of this user with mode 0700).
 .TP
 \fI$OCX_HOME/tunnels/\fR
 One file per open \fBocx tunnel\fR: the local URL of its instance and the credentials, which

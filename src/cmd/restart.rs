@@ -1,4 +1,4 @@
-//! `ocx restart`: resolve the instances, restart them in parallel (`instance::launch::restart`),
+//! `ocx restart`: resolve the instances, restart them in parallel (`instance::restart`),
 //! print them as `start` does.
 
 use anyhow::Result;
