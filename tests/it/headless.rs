@@ -108,18 +108,7 @@ impl Drop for Tmux {
 fn script(env: &TestEnv, name: &str, args: &str) -> (PathBuf, PathBuf, PathBuf) {
     let dir = env.root.path();
     let (out, code) = (dir.join(format!("{name}.out")), dir.join(format!("{name}.code")));
-    let vars = [
-        ("PATH", std::env::var("PATH").unwrap()),
-        ("HOME", env.user_home.display().to_string()),
-        ("XDG_CONFIG_HOME", env.user_home.join(".config").display().to_string()),
-        ("XDG_DATA_HOME", env.user_home.join(".local/share").display().to_string()),
-        ("XDG_CACHE_HOME", env.user_home.join(".cache").display().to_string()),
-        ("XDG_STATE_HOME", env.user_home.join(".local/state").display().to_string()),
-        ("OCX_HOME", env.ocx_home.display().to_string()),
-        ("OCX_OPENCODE", env.opencode.display().to_string()),
-        ("NO_COLOR", "1".into()),
-    ];
-    let exports: String = vars.iter().map(|(k, v)| format!("export {k}='{v}'\n")).collect();
+    let exports = env.shell_exports();
     let text = format!(
         "{exports}cd '{}'\n'{}' {args} > '{}'\necho $? > '{}'\nsleep 600\n",
         env.project.display(),

@@ -67,18 +67,7 @@ impl Drop for Tmux {
 fn script(env: &TestEnv, name: &str) -> PathBuf {
     let dir = env.root.path();
     let file = |what: &str| dir.join(format!("{name}.{what}")).display().to_string();
-    let vars = [
-        ("PATH", std::env::var("PATH").unwrap()),
-        ("HOME", env.user_home.display().to_string()),
-        ("XDG_CONFIG_HOME", env.user_home.join(".config").display().to_string()),
-        ("XDG_DATA_HOME", env.user_home.join(".local/share").display().to_string()),
-        ("XDG_CACHE_HOME", env.user_home.join(".cache").display().to_string()),
-        ("XDG_STATE_HOME", env.user_home.join(".local/state").display().to_string()),
-        ("OCX_HOME", env.ocx_home.display().to_string()),
-        ("OCX_OPENCODE", env.opencode.display().to_string()),
-        ("NO_COLOR", "1".into()),
-    ];
-    let exports: String = vars.iter().map(|(k, v)| format!("export {k}='{v}'\n")).collect();
+    let exports = env.shell_exports();
     let text = format!(
         "{exports}cd '{project}'\nstty -a > '{before}'\nsh -c 'echo $$ > {pid}; exec {ocx} top'\necho $? > '{code}'\n\
          stty -a > '{after}'\necho shell-is-back\nsleep 600\n",

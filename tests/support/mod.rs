@@ -201,6 +201,22 @@ impl TestEnv {
             .current_dir(&self.project);
     }
 
+    /// `export` lines giving a shell script this test's environment (for scripts run in tmux).
+    pub fn shell_exports(&self) -> String {
+        let vars = [
+            ("PATH", std::env::var("PATH").unwrap()),
+            ("HOME", self.user_home.display().to_string()),
+            ("XDG_CONFIG_HOME", self.user_home.join(".config").display().to_string()),
+            ("XDG_DATA_HOME", self.user_home.join(".local/share").display().to_string()),
+            ("XDG_CACHE_HOME", self.user_home.join(".cache").display().to_string()),
+            ("XDG_STATE_HOME", self.user_home.join(".local/state").display().to_string()),
+            ("OCX_HOME", self.ocx_home.display().to_string()),
+            ("OCX_OPENCODE", self.opencode.display().to_string()),
+            ("NO_COLOR", "1".into()),
+        ];
+        vars.iter().map(|(k, v)| format!("export {k}='{v}'\n")).collect()
+    }
+
     /// `ocx` with this test's environment (OCX_HOME and OCX_OPENCODE set).
     pub fn ocx(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocx"));
