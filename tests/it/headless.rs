@@ -110,11 +110,12 @@ fn script(env: &TestEnv, name: &str, args: &str) -> (PathBuf, PathBuf, PathBuf) 
     let (out, code) = (dir.join(format!("{name}.out")), dir.join(format!("{name}.code")));
     let exports = env.shell_exports();
     let text = format!(
-        "{exports}cd '{}'\n'{}' {args} > '{}'\necho $? > '{}'\nsleep 600\n",
+        // The exit code is written aside and renamed: a reader never sees the file empty.
+        "{exports}cd '{}'\n'{}' {args} > '{}'\necho $? > '{code}.tmp' && mv '{code}.tmp' '{code}'\nsleep 600\n",
         env.project.display(),
         env!("CARGO_BIN_EXE_ocx"),
         out.display(),
-        code.display()
+        code = code.display()
     );
     let path = dir.join(format!("{name}.sh"));
     std::fs::write(&path, text).unwrap();

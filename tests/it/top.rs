@@ -86,7 +86,7 @@ fn script(env: &TestEnv, name: &str) -> PathBuf {
 /// After top ended: exit 0, the terminal's settings as before, the shell running on.
 fn left_the_terminal_as_it_was(env: &TestEnv, tmux: &Tmux, name: &str) {
     let read = |what: &str| std::fs::read_to_string(env.root.path().join(format!("{name}.{what}"))).ok();
-    let code = wait_for("top to exit", Duration::from_secs(10), || read("code"));
+    let code = wait_for("top to exit", Duration::from_secs(10), || read("code").filter(|c| c.ends_with('\n')));
     assert_eq!(code.trim(), "0", "{}", tmux.screen());
     tmux.wait_for_text("shell-is-back");
     let after = wait_for("stty -a after", Duration::from_secs(10), || read("after").filter(|a| !a.is_empty()));
