@@ -10,7 +10,9 @@
 //! (the watcher copying a stand-in's log: throughput, and its CPU at 1 and 10 MB/s), `events`
 //! (`ocx events --all` over 10 instances: the latency it adds to an event, against `curl -N`
 //! on the one `/event` stream), `hosts` (a host over ssh, a second sshd on loopback: `ocx --host`
-//! on a new and on the shared connection, against a plain `ssh HOST ocx …`).
+//! on a new and on the shared connection, against a plain `ssh HOST ocx …`), `batch` (20 short
+//! tasks on 4 servers: `ocx batch --on …` against one `opencode run --attach … &` per task and
+//! `wait`).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -68,6 +70,9 @@ fn main() {
     }
     if run("hosts") {
         hosts();
+    }
+    if run("batch") {
+        batch();
     }
 }
 
@@ -760,4 +765,64 @@ fn machine() -> String {
         .map_or(0.0, |kb| kb / 1_048_576.0);
     let opencode = support::OPENCODE_VERSION;
     format!("{cpu}, {cores} cores, {mem_gib:.0} GiB, {}, opencode {opencode}", std::env::consts::OS)
+}
+
+/// Section 12, twenty short tasks on four warm servers: `ocx batch --on` against the usual recipe (an
+/// `opencode run --attach URL -p PASSWORD "…" &` for each task, task i on server i mod 4, and a
+/// `wait` for all of them); alternating, the same servers.
+fn batch() {
+    const TASKS: usize = 20;
+    const SERVERS: usize = 4;
+    const ROUNDS: usize = 3;
+    let env = TestEnv::new();
+    let started = env.run(&["start", "--count", &SERVERS.to_string(), "--name", "b", "--json"]).json();
+    let servers: Vec<(String, String)> = started
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let s = env.secrets(r["id"].as_str().unwrap());
+            (s["url"].as_str().unwrap().to_string(), s["password"].as_str().unwrap().to_string())
+        })
+        .collect();
+    let names: Vec<String> = (1..=SERVERS).map(|i| format!("b-{i}")).collect();
+    let on = names.join(",");
+    let file = env.root.path().join("tasks.txt");
+    let recipe = |round: usize| {
+        let began = Instant::now();
+        let children: Vec<Child> = (0..TASKS)
+            .map(|i| {
+                let (url, password) = &servers[i % SERVERS];
+                let mut cmd = Command::new(&env.opencode);
+                env.apply_env(&mut cmd);
+                cmd.args(["run", "--attach", url, "-p", password, &format!("recipe {round} task {i}")]);
+                cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+            })
+            .collect();
+        for mut child in children {
+            assert!(child.wait().unwrap().success(), "opencode run --attach failed");
+        }
+        began.elapsed()
+    };
+    let ocx = |round: usize| {
+        let text: String = (0..TASKS).map(|i| format!("batch {round} task {i}\n")).collect();
+        std::fs::write(&file, text).unwrap();
+        time(env.ocx().args(["batch", file.to_str().unwrap(), "--on", &on]))
+    };
+    // Warm both paths up (the first `opencode run` takes seconds longer).
+    recipe(99);
+    ocx(99);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        if interrupted() {
+            return;
+        }
+        a.push(ocx(round));
+        b.push(recipe(round));
+    }
+    let (sa, sb) = (stats(&a), stats(&b));
+    header(&format!("Batch: {TASKS} short tasks on {SERVERS} warm servers ({ROUNDS} rounds each, alternating)"));
+    row(&format!("ocx batch tasks.txt --on {on}"), &sa);
+    row("opencode run --attach … & (one per task); wait", &sb);
+    println!("\nratio ocx / recipe (medians): {:.3}  (target ≤ 0.5)", sa.median / sb.median);
 }

@@ -1,5 +1,6 @@
 //! ocx: run OpenCode servers in the background — start, list, prompt, stop, clean up.
 
+mod batch;
 mod cli;
 mod cmd;
 mod doctor;

@@ -1,6 +1,7 @@
 //! The command line: clap types only, so completions and man pages can be built from them alone.
 //! One module per command family; every type is re-exported here, as `crate::cli::X`.
 
+mod batch;
 mod fleet;
 mod generate;
 mod hosts;
@@ -16,13 +17,14 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueHint};
 
+pub use batch::BatchArgs;
 pub use fleet::{DownArgs, ResurrectArgs, ServiceArgs, ServiceCommand, ServiceManager, ServiceManagerArgs, UpArgs};
 pub use generate::{CompletionsArgs, ManArgs, Shell};
 pub use hosts::{HostArgs, HostCommand, TunnelArgs};
 pub use instances::{AttachArgs, GcArgs, LogsArgs, LsArgs, RestartArgs, StopArgs, UrlArgs, WatchArgs};
 pub use prompting::{EventsArgs, Format, PermissionPolicy, RunArgs, SessionsArgs, WaitArgs};
 pub use setup::{DoctorArgs, InstallOpencodeArgs};
-pub use start::{AnswerPolicy, LogLevel, RestartPolicy, StartArgs};
+pub use start::{AnswerPolicy, LogLevel, RestartPolicy, StartArgs, StartLine};
 pub use top::TopArgs;
 pub use worktrees::DiffArgs;
 
@@ -31,6 +33,7 @@ Examples:
   ocx start --name api            start a server for the current directory
   ocx ls                          every instance with its observed status
   ocx run api \"explain main.rs\"  send a prompt, stream the answer
+  ocx batch tasks.txt -j 4        many prompts over four agents, with progress and results
   ocx url api --with-credentials  the URL for curl and other clients
   ocx logs api -f                 follow the server's log
   ocx stop api                    stop it: TERM, then KILL after the grace period
@@ -74,6 +77,7 @@ pub enum Command {
     Ls(LsArgs),
     Run(RunArgs),
     Wait(WaitArgs),
+    Batch(BatchArgs),
     Events(EventsArgs),
     Sessions(SessionsArgs),
     Stop(StopArgs),

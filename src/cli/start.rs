@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum, ValueHint};
+use clap::{Args, Parser, ValueEnum, ValueHint};
 
 use super::parse::{key_value, seconds, size};
 
@@ -160,6 +160,15 @@ pub struct StartArgs {
     /// that). On a terminal `ocx start` offers it; in scripts, give this
     #[arg(long)]
     pub install_opencode: bool,
+}
+
+/// `ocx start`'s arguments alone, to parse a command line of `start` with (a fleet file's
+/// table, the instances of `ocx batch --parallel`).
+#[derive(Debug, Parser)]
+#[command(name = "start")]
+pub struct StartLine {
+    #[command(flatten)]
+    pub args: StartArgs,
 }
 
 /// What the watcher answers for a client that did not (`start --permission`).

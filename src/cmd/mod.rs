@@ -2,6 +2,7 @@
 //! They never import each other; what two commands share lives below `cmd/`.
 
 mod attach;
+mod batch;
 pub mod completions;
 mod diff;
 mod doctor;
@@ -34,7 +35,6 @@ use crate::cli::{Cli, Command, Format, PermissionPolicy};
 use crate::error::{Failure, code};
 use crate::home::Home;
 use crate::instance::{self, launch::Started};
-use crate::record::{self, Record};
 use crate::remote::{self, Host, Hosts};
 use crate::{output, turn};
 
@@ -43,6 +43,12 @@ pub fn run(cli: Cli) -> Result<()> {
     // `top` runs here and asks the host for its instances.
     if let Command::Top(args) = &mut command {
         args.host = host.take();
+    }
+    if let (Command::Batch(_), Some(host)) = (&command, &host) {
+        return Err(anyhow!(
+            Failure::new(code::USAGE, format!("`ocx batch` runs on this machine, not on host {host}"))
+                .hint("run it on that host: ssh there and run `ocx batch` with its instances")
+        ));
     }
     if let Some(host) = remote_target(host.as_deref(), &mut command)? {
         let home = Home::open(home_dir.as_deref())?;
@@ -65,6 +71,7 @@ fn run_here(home_dir: Option<&std::path::Path>, command: Command) -> Result<()> 
         Command::Ls(args) => ls::run(&home()?, args),
         Command::Run(args) => run::run(&home()?, args, None),
         Command::Wait(args) => wait::run(&home()?, args),
+        Command::Batch(args) => batch::run(&home()?, args),
         Command::Events(args) => events::run(&home()?, args),
         Command::Sessions(args) => sessions::run(&home()?, args),
         Command::Stop(args) => stop::run(&home()?, args),
@@ -185,6 +192,7 @@ fn instance_args(command: &mut Command) -> Option<Vec<&mut String>> {
             return None;
         }
         Command::Run(args) => args.instance.iter_mut().collect(),
+        Command::Batch(_) => return None,
         Command::Wait(args) => args.instance.iter_mut().collect(),
         Command::Events(args) => args.instances.iter_mut().collect(),
         Command::Sessions(args) => args.instance.iter_mut().collect(),
@@ -303,35 +311,5 @@ fn turn_format(format: Format) -> turn::Format {
     match format {
         Format::Text => turn::Format::Text,
         Format::Json => turn::Format::Json,
-    }
-}
-
-/// An instance's server as `run` and `wait` follow a turn on it: when the event stream drops,
-/// is it gone, or restarted by its watcher (a new PID, one restart more)? Another host's
-/// instance is not looked at here.
-struct Watched<'a> {
-    home: &'a Home,
-    record: &'a Record,
-}
-
-impl turn::Liveness for Watched<'_> {
-    fn fate(&self) -> Result<turn::Fate> {
-        let was = self.record;
-        if was.remote.is_some() || instance::server(was)?.is_some() {
-            return Ok(turn::Fate::Alive);
-        }
-        let restarted = record::load(self.home, &was.id)
-            .ok()
-            .flatten()
-            .is_some_and(|now| now.pid != was.pid && now.restarts > was.restarts);
-        Ok(if restarted { turn::Fate::Restarted } else { turn::Fate::Gone })
-    }
-
-    fn label(&self) -> &str {
-        self.record.label()
-    }
-
-    fn id(&self) -> &str {
-        &self.record.id
     }
 }

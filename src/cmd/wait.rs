@@ -37,7 +37,7 @@ pub fn run(home: &Home, args: WaitArgs) -> Result<()> {
     }
     process::install_interrupt_handler();
     let options = turn::Options { format: super::turn_format(args.format), retries: None, deadline, permissions };
-    let server = super::Watched { home, record: &record };
+    let server = instance::serving::Watched { home, record: &record };
     let mut turn = Turn::new(&client, args.session.clone(), options, &server);
     let result = turn.follow(true).and_then(|()| Ok(turn.finish_output()?));
     // As `run`: leaving early (a closed pipe, an error) aborts what the session is doing.

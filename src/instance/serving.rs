@@ -13,6 +13,7 @@ use crate::home::Home;
 use crate::output;
 use crate::process;
 use crate::record::{self, Record};
+use crate::turn;
 
 /// How long a command that talks to a server waits for one its watcher is bringing back, when
 /// it has no `--timeout` of its own (a restarted server is `unresponsive` after as long).
@@ -25,13 +26,18 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// `deadline` (the command's `--timeout`; exit 4 after), or `SERVE_WAIT`; a dead, failed or stopping instance fails at once with a hint. A
 /// host's instance (`remote`) is taken as its ocx listed it.
 pub fn wait_serving(home: &Home, record: &Record, deadline: Option<Instant>) -> Result<Record> {
+    wait_serving_saying(home, record, deadline, true)
+}
+
+/// `wait_serving`, saying on stderr that it waits only when `say` (`batch` draws its progress there).
+pub fn wait_serving_saying(home: &Home, record: &Record, deadline: Option<Instant>, say: bool) -> Result<Record> {
     if record.remote.is_some() {
         return Ok(record.clone());
     }
     let deadline = deadline.unwrap_or_else(|| Instant::now() + SERVE_WAIT);
     let timeout = deadline.saturating_duration_since(Instant::now());
     let label = record.label().to_string();
-    let mut said = false;
+    let mut said = !say;
     loop {
         let Some(now) = record::load(home, &record.id)? else {
             return Err(anyhow!(Failure::new(code::NOT_FOUND, format!("instance {label} is gone (stopped)"))));
@@ -81,5 +87,35 @@ pub fn wait_serving(home: &Home, record: &Record, deadline: Option<Instant>) -> 
             return Err(error::interrupted("interrupted while waiting for the instance"));
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// An instance's server as `run` and `wait` follow a turn on it: when the event stream drops,
+/// is it gone, or restarted by its watcher (a new PID, one restart more)? Another host's
+/// instance is not looked at here.
+pub struct Watched<'a> {
+    pub home: &'a Home,
+    pub record: &'a Record,
+}
+
+impl turn::Liveness for Watched<'_> {
+    fn fate(&self) -> Result<turn::Fate> {
+        let was = self.record;
+        if was.remote.is_some() || super::server(was)?.is_some() {
+            return Ok(turn::Fate::Alive);
+        }
+        let restarted = record::load(self.home, &was.id)
+            .ok()
+            .flatten()
+            .is_some_and(|now| now.pid != was.pid && now.restarts > was.restarts);
+        Ok(if restarted { turn::Fate::Restarted } else { turn::Fate::Gone })
+    }
+
+    fn label(&self) -> &str {
+        self.record.label()
+    }
+
+    fn id(&self) -> &str {
+        &self.record.id
     }
 }

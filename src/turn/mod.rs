@@ -9,6 +9,7 @@
 //! server is still running the turn learns from its caller (`Liveness`).
 
 mod answer;
+mod body;
 mod print;
 mod stream;
 
@@ -28,6 +29,8 @@ use answer::Answerer;
 use print::Printer;
 use stream::Stream;
 
+pub use body::{Prompt, default_title, split_model};
+
 /// How long to wait for the server to confirm a subscription, or an abort.
 const SETTLE: Duration = Duration::from_secs(5);
 /// How often a wait looks up from what it waits for to see whether Ctrl-C or the deadline came.
@@ -40,6 +43,8 @@ pub enum Format {
     Text,
     /// One JSON object per line, as `opencode run --format json` prints them.
     Json,
+    /// Nothing printed, not even notes: the caller reads the stored answer (`ocx batch`).
+    Silent,
 }
 
 /// What ocx answers when the server asks for permission to run a tool.
@@ -125,6 +130,8 @@ pub struct Turn<'a> {
     aborting: bool,
     /// The server works on the turn and nothing said it finished: if ocx leaves now, it aborts it.
     in_flight: bool,
+    /// The turn failed because its server's process went away (and maybe came back).
+    server_lost: bool,
     warned_about_events: bool,
 }
 
@@ -144,6 +151,7 @@ impl<'a> Turn<'a> {
             error: None,
             aborting: false,
             in_flight: false,
+            server_lost: false,
             warned_about_events: false,
         }
     }
@@ -232,7 +240,7 @@ impl<'a> Turn<'a> {
         let event = match Event::parse(raw) {
             Ok(event) => event,
             Err(err) => {
-                if !std::mem::replace(&mut self.warned_about_events, true) {
+                if !std::mem::replace(&mut self.warned_about_events, true) && self.options.format != Format::Silent {
                     output::note(format_args!(
                         "warning: ocx does not understand a {} event of this server ({err}); the answer may be incomplete",
                         raw["type"]
@@ -335,6 +343,12 @@ impl<'a> Turn<'a> {
                 Err(RecvTimeoutError::Timeout) => {}
             }
         }
+    }
+
+    /// Whether the turn failed because its server's process went away: the watcher may have
+    /// brought it back, and the prompt is then worth sending again.
+    pub fn server_lost(&self) -> bool {
+        self.server_lost
     }
 
     /// End the answer's last line.

@@ -124,6 +124,9 @@ impl Printer {
 
     /// A line on stderr; on a shared terminal, first end the answer's line.
     pub fn note(&mut self, line: &str) {
+        if self.format == Format::Silent {
+            return;
+        }
         if self.stdout_is_terminal {
             let _ = self.end_line();
         }

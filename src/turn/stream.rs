@@ -68,6 +68,7 @@ impl Turn<'_> {
             };
             if let Some(what) = what {
                 self.in_flight = false;
+                self.server_lost = true;
                 return Err(anyhow!(
                     Failure::new(code::FAILED, format!("instance {} {what}", self.server.label()))
                         .hint(format!("see its log: ocx logs {}", self.server.id()))

@@ -4,6 +4,7 @@
 mod support;
 
 mod basics;
+mod batch;
 mod completions;
 mod edges;
 mod eyes;

@@ -10,11 +10,12 @@
 //! - anything else → `echo: <the message>` streamed in small chunks.
 //!
 //! After a tool result (last message has role `tool`) it answers `tool finished`.
-//! Every request body is kept for assertions.
+//! Every request body is kept for assertions, and the most agent calls (those that offer
+//! tools) it answered at once.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +25,14 @@ pub struct FakeModel {
     pub port: u16,
     requests: Arc<Mutex<Vec<Value>>>,
     stop: Arc<AtomicBool>,
+    load: Arc<Load>,
+}
+
+/// Agent calls being answered now, and the most there were at once.
+#[derive(Default)]
+struct Load {
+    now: AtomicUsize,
+    most: AtomicUsize,
 }
 
 impl FakeModel {
@@ -32,20 +41,21 @@ impl FakeModel {
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (reqs, stopped) = (Arc::clone(&requests), Arc::clone(&stop));
+        let load = Arc::new(Load::default());
+        let (reqs, stopped, loaded) = (Arc::clone(&requests), Arc::clone(&stop), Arc::clone(&load));
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if stopped.load(Ordering::Relaxed) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let reqs = Arc::clone(&reqs);
+                let (reqs, load) = (Arc::clone(&reqs), Arc::clone(&loaded));
                 std::thread::spawn(move || {
-                    let _ = serve(conn, &reqs);
+                    let _ = serve(conn, &reqs, &load);
                 });
             }
         });
-        FakeModel { port, requests, stop }
+        FakeModel { port, requests, stop, load }
     }
 
     pub fn base_url(&self) -> String {
@@ -55,6 +65,11 @@ impl FakeModel {
     /// Every chat-completion request body received so far.
     pub fn requests(&self) -> Vec<Value> {
         self.requests.lock().unwrap().clone()
+    }
+
+    /// The most agent calls (calls that offer tools: not a title's) answered at once so far.
+    pub fn most_at_once(&self) -> usize {
+        self.load.most.load(Ordering::SeqCst)
     }
 }
 
@@ -66,7 +81,7 @@ impl Drop for FakeModel {
     }
 }
 
-fn serve(conn: TcpStream, requests: &Mutex<Vec<Value>>) -> std::io::Result<()> {
+fn serve(conn: TcpStream, requests: &Mutex<Vec<Value>>, load: &Load) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
@@ -90,7 +105,15 @@ fn serve(conn: TcpStream, requests: &Mutex<Vec<Value>>) -> std::io::Result<()> {
     }
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     requests.lock().unwrap().push(request.clone());
-    answer(&mut conn, &request)
+    let agent = request.get("tools").is_some_and(|t| t.as_array().is_some_and(|a| !a.is_empty()));
+    if !agent {
+        return answer(&mut conn, &request);
+    }
+    let now = load.now.fetch_add(1, Ordering::SeqCst) + 1;
+    load.most.fetch_max(now, Ordering::SeqCst);
+    let answered = answer(&mut conn, &request);
+    load.now.fetch_sub(1, Ordering::SeqCst);
+    answered
 }
 
 fn answer(conn: &mut TcpStream, request: &Value) -> std::io::Result<()> {

@@ -14,7 +14,7 @@ use clap::{CommandFactory, Parser};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::cli::StartArgs;
+use crate::cli::{StartArgs, StartLine as Start};
 use crate::error::{Failure, code};
 
 /// The fleet file's name.
@@ -23,14 +23,6 @@ pub const FILE_NAME: &str = "ocx.toml";
 const NOT_KEYS: [&str; 3] = ["name", "json", "help"];
 /// The key for what `ocx start -- ARGS` passes to `opencode serve`.
 const ARGS_KEY: &str = "args";
-
-/// `ocx start`'s arguments alone, to parse a table's command line with.
-#[derive(Debug, Parser)]
-#[command(name = "start")]
-struct Start {
-    #[command(flatten)]
-    args: StartArgs,
-}
 
 /// A fleet file, read and checked.
 pub struct Fleet {

@@ -1,0 +1,209 @@
+//! One task on one instance: wait until it serves, open (or continue) the task's session, send
+//! the prompt and follow the turn silently, then read the answer and its tokens from what the
+//! server stored. When the server's process went away mid-task and its watcher brings it back,
+//! the prompt is sent again, in the same session (opencode does not resume a turn its server
+//! died in; the session keeps what the agent did before the crash, so the agent sees it).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow};
+use serde_json::Value;
+
+use super::{Options, Outcome, Progress, Status, Task, Tokens};
+use crate::error::{self, Failure, code};
+use crate::home::Home;
+use crate::instance::serving::{self, Watched};
+use crate::instance::spawn::Plan;
+use crate::instance::{self, launch, stop};
+use crate::process;
+use crate::record::Record;
+use crate::turn::{self, Turn};
+
+/// Every request but the event stream gets this long.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many times a task is sent again after its server crashed and came back.
+const RESENDS: u32 = 3;
+/// How long a worktree instance gets between TERM and KILL once its task is done.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Run `task` on the instance `record`.
+pub fn run(home: &Home, record: &Record, task: &Task, options: Options) -> Outcome {
+    let began = Instant::now();
+    let deadline = options.timeout.map(|t| began + t);
+    let mut outcome = Outcome {
+        index: task.index,
+        name: task.name.clone(),
+        prompt: task.prompt.text.clone(),
+        instance: Some(record.label().to_string()),
+        session: task.session.clone(),
+        status: Status::Failed,
+        exit_code: code::FAILED,
+        duration: Duration::ZERO,
+        tokens: Tokens::default(),
+        answer: String::new(),
+        error: None,
+        resent: 0,
+        worktree: None,
+    };
+    let result = loop {
+        match attempt(home, record, task, options, deadline, &mut outcome) {
+            Ok(()) => break Ok(()),
+            Err(Lost(_)) if outcome.resent < RESENDS && !process::interrupted() => outcome.resent += 1,
+            Err(Lost(err) | Final(err)) => break Err(err),
+        }
+    };
+    if let Err(err) = result {
+        outcome.exit_code = error::code_of(&err);
+        outcome.status = match error::code_of(&err) {
+            _ if process::interrupted() => Status::Aborted,
+            code::TIMED_OUT => Status::Timeout,
+            _ => Status::Failed,
+        };
+        outcome.error = Some(format!("{err:#}"));
+    }
+    outcome.duration = began.elapsed();
+    outcome
+}
+
+/// How an attempt failed: `Lost`, its server's process went away (send it again once it is
+/// back); `Final`, for good.
+enum Failed {
+    Lost(anyhow::Error),
+    Final(anyhow::Error),
+}
+use Failed::{Final, Lost};
+
+/// Send the task once and follow it to its end; on success the answer is in `outcome`.
+fn attempt(
+    home: &Home,
+    record: &Record,
+    task: &Task,
+    options: Options,
+    deadline: Option<Instant>,
+    outcome: &mut Outcome,
+) -> Result<(), Failed> {
+    // An instance that cannot come back fails the task here.
+    let now = serving::wait_serving_saying(home, record, deadline, false).map_err(Final)?;
+    let directory = task.dir.as_ref().map(|d| d.to_string_lossy().into_owned());
+    let client = instance::client(&now, REQUEST_TIMEOUT).in_directory(directory);
+    // Anything that fails from here on may be the server dying under it.
+    let lost_or_final = |err: anyhow::Error| {
+        if server_gone(&now) { Lost(err) } else { Final(err) }
+    };
+    let session = match &outcome.session {
+        Some(id) => {
+            if client.session(id).map_err(lost_or_final)?.is_none() {
+                return Err(Final(anyhow!(Failure::new(
+                    code::FAILED,
+                    format!("instance {} has no session {id}", now.label())
+                ))));
+            }
+            id.clone()
+        }
+        None => client.create_session(&turn::default_title(&task.prompt.text)).map_err(lost_or_final)?,
+    };
+    outcome.session = Some(session.clone());
+    let body = task.prompt.body().map_err(Final)?;
+    let turn_options = turn::Options {
+        format: turn::Format::Silent,
+        retries: options.retries,
+        deadline,
+        permissions: options.permissions,
+    };
+    let server = Watched { home, record: &now };
+    let mut turn = Turn::new(&client, session.clone(), turn_options, &server);
+    let result = turn.prompt(&body);
+    let lost = turn.server_lost();
+    // Dropped before anything else: a turn left unfinished is aborted on the server.
+    drop(turn);
+    match result {
+        Ok(()) => {}
+        Err(err) if lost || (error::code_of(&err) == code::FAILED && server_gone(&now)) => return Err(Lost(err)),
+        Err(err) => return Err(Final(err)),
+    }
+    let messages = client.last_turn(&session).map_err(lost_or_final)?;
+    (outcome.answer, outcome.tokens) = answer_of(&messages);
+    outcome.status = Status::Ok;
+    outcome.exit_code = 0;
+    Ok(())
+}
+
+/// Whether the server `record` names is no longer running (vouched by PID, start time, marker).
+fn server_gone(record: &Record) -> bool {
+    instance::server(record).is_ok_and(|proc| proc.is_none())
+}
+
+/// The text of the latest prompt's replies (their text parts, a newline between parts) and the
+/// tokens they took, from a session's stored last turn.
+fn answer_of(messages: &[Value]) -> (String, Tokens) {
+    let prompt = messages.iter().rev().find(|m| m["info"]["role"] == "user").and_then(|m| m["info"]["id"].as_str());
+    let mut texts: Vec<&str> = Vec::new();
+    let mut tokens = Tokens::default();
+    for message in messages {
+        let info = &message["info"];
+        if info["role"] != "assistant" || info["parentID"].as_str() != prompt {
+            continue;
+        }
+        let t = &info["tokens"];
+        let n = |v: &Value| v.as_u64().unwrap_or(0);
+        tokens.input += n(&t["input"]);
+        tokens.output += n(&t["output"]);
+        tokens.reasoning += n(&t["reasoning"]);
+        tokens.cache_read += n(&t["cache"]["read"]);
+        tokens.cache_write += n(&t["cache"]["write"]);
+        for part in message["parts"].as_array().into_iter().flatten() {
+            if part["type"] == "text"
+                && part["synthetic"] != true
+                && let Some(text) = part["text"].as_str().filter(|t| !t.is_empty())
+            {
+                texts.push(text);
+            }
+        }
+    }
+    (texts.join("\n"), tokens)
+}
+
+/// Run `task` on an instance of its own, in a worktree and branch of its own (`batch-ID-INDEX`),
+/// stopped once the task ends; the worktree is kept if it has changes.
+pub fn in_worktree(
+    home: &Home,
+    plan: &Plan,
+    id: &str,
+    task: &Task,
+    options: Options,
+    report: &(dyn Fn(Progress) -> bool + Sync),
+) -> Outcome {
+    let name = format!("batch-{id}-{}", task.index);
+    let began = Instant::now();
+    let record = match launch::start(home, plan, Some(name.clone()), None) {
+        Ok(started) => started.record,
+        Err(err) => {
+            let code = error::code_of(&err);
+            return Outcome {
+                index: task.index,
+                name: task.name.clone(),
+                prompt: task.prompt.text.clone(),
+                instance: None,
+                session: None,
+                status: if process::interrupted() { Status::Aborted } else { Status::Failed },
+                exit_code: code,
+                duration: began.elapsed(),
+                tokens: Tokens::default(),
+                answer: String::new(),
+                error: Some(format!("instance {name} did not start: {err:#}")),
+                resent: 0,
+                worktree: None,
+            };
+        }
+    };
+    report(Progress::Began);
+    let options = Options { timeout: options.timeout.map(|t| t.saturating_sub(began.elapsed())), ..options };
+    let mut outcome = run(home, &record, task, options);
+    outcome.duration = began.elapsed();
+    let stopped = stop::stop(home, &record, STOP_GRACE, false);
+    if let Some(error) = stopped.error.filter(|_| outcome.error.is_none()) {
+        outcome.error = Some(format!("stopping instance {name}: {error}"));
+    }
+    outcome.worktree = stopped.worktree;
+    outcome
+}
