@@ -32,6 +32,7 @@ fn command() -> clap::Command {
         .mut_subcommand("ls", |c| c.mut_arg("hosts", |a| a.add(hosts())))
         .mut_subcommand("host", |c| c.mut_subcommand("rm", |c| c.mut_arg("names", |a| a.add(hosts()))))
         .mut_subcommand("stop", |c| c.mut_arg("instances", |a| a.add(instances())))
+        .mut_subcommand("batch", |c| c.mut_arg("on", |a| a.add(instances())))
         .mut_subcommand("restart", |c| c.mut_arg("instances", |a| a.add(instances())))
         .mut_subcommand("events", |c| {
             c.mut_arg("instances", |a| a.add(instances())).mut_arg("session", |a| a.add(sessions()))

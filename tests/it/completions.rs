@@ -96,6 +96,7 @@ fn bash_completes_instances_subcommands_and_values() {
     assert_eq!(values(&bash(&env, &["ocx", "run", "--format", ""])), ["text", "json"]);
     assert_offers(&bash(&env, &["ocx", "logs", "k3"]), &["k3f9a2"]);
     assert_offers(&bash(&env, &["ocx", "restart", ""]), &["k3f9a2", "api", "zz0001"]);
+    assert_offers(&bash(&env, &["ocx", "batch", "tasks.txt", "--on", ""]), &["k3f9a2", "api", "zz0001"]);
     assert_eq!(values(&bash(&env, &["ocx", "start", "--restart", ""])), ["no", "on-failure", "always"]);
 }
 
