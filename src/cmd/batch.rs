@@ -199,7 +199,8 @@ impl Shown {
                 self.bar.println(finished_line(outcome));
                 self.bar.inc(1);
                 let line = outcome.to_json();
-                if self.json && output::line(&line).is_err() {
+                // Printed with the progress line out of the way, so neither breaks into the other.
+                if self.json && self.bar.suspend(|| output::line(&line)).is_err() {
                     go_on = false;
                 }
                 if let Some(results) = &mut state.results
