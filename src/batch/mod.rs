@@ -10,6 +10,7 @@ mod results;
 mod tasks;
 mod work;
 
+use std::cmp::Reverse;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -150,6 +151,12 @@ pub enum Progress<'a> {
     /// A task went to an instance.
     Began,
     Finished(&'a Outcome),
+    /// The instance a task began on is not serving and will not be back (stopped, dead, failed):
+    /// the task goes back to the queue and the instance takes no more.
+    Unavailable {
+        instance: &'a str,
+        why: String,
+    },
     /// Something the user should know that is no task's result (an instance that would not start).
     Note(String),
 }
@@ -174,7 +181,8 @@ pub fn run(
     report: &(dyn Fn(Progress) -> bool + Sync),
 ) -> Summary {
     let began = Instant::now();
-    let queue = Queue { tasks, next: AtomicUsize::new(0), halted: AtomicBool::new(false) };
+    let queue =
+        Queue { tasks, next: AtomicUsize::new(0), returned: Mutex::new(Vec::new()), halted: AtomicBool::new(false) };
     let outcomes = Mutex::new(Vec::new());
     let stop_failures = Mutex::new(Vec::new());
     let finished = |outcome: Outcome| {
@@ -210,7 +218,11 @@ pub fn run(
                 }
                 Pool::Worktree { plan, id, .. } => {
                     while let Some(task) = queue.take() {
-                        finished(work::in_worktree(home, plan, id, task, options, report));
+                        let (outcome, stop_failure) = work::in_worktree(home, plan, id, task, options, report);
+                        if let Some(failure) = stop_failure {
+                            stop_failures.lock().unwrap_or_else(|e| e.into_inner()).push(failure);
+                        }
+                        finished(outcome);
                     }
                 }
             });
@@ -237,7 +249,14 @@ fn serve(
 ) {
     while let Some(task) = queue.take() {
         report(Progress::Began);
-        finished(work::run(home, record, task, options));
+        match work::run(home, record, task, options) {
+            work::Ran::Done(outcome) => finished(*outcome),
+            work::Ran::Unavailable(why) => {
+                queue.give_back(task);
+                report(Progress::Unavailable { instance: record.label(), why: format!("{why:#}") });
+                return;
+            }
+        }
     }
 }
 
@@ -245,16 +264,28 @@ fn serve(
 struct Queue<'a> {
     tasks: &'a [Task],
     next: AtomicUsize,
+    /// Tasks given back by an instance that could not run them, the first in file order last.
+    returned: Mutex<Vec<&'a Task>>,
     halted: AtomicBool,
 }
 
 impl<'a> Queue<'a> {
-    /// The next task, unless Ctrl-C came or the batch was halted.
+    /// The next task, unless Ctrl-C came or the batch was halted: one given back first (it
+    /// comes before every task not handed out yet).
     fn take(&self) -> Option<&'a Task> {
         if process::interrupted() || self.halted.load(Ordering::SeqCst) {
             return None;
         }
+        if let Some(task) = self.returned.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Some(task);
+        }
         self.tasks.get(self.next.fetch_add(1, Ordering::SeqCst))
+    }
+
+    fn give_back(&self, task: &'a Task) {
+        let mut returned = self.returned.lock().unwrap_or_else(|e| e.into_inner());
+        returned.push(task);
+        returned.sort_by_key(|t| Reverse(t.index));
     }
 
     fn halt(&self) {

@@ -32,8 +32,10 @@ impl Results {
             .create(true)
             .open(path)
             .with_context(|| format!("cannot open --results {}", path.display()))?;
-        let mut text = String::new();
-        file.read_to_string(&mut text).with_context(|| format!("cannot read --results {}", path.display()))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).with_context(|| format!("cannot read --results {}", path.display()))?;
+        // A line cut mid-character by a killed run is passed over like any other cut line.
+        let text = String::from_utf8_lossy(&bytes);
         let done = text
             .lines()
             .filter_map(|line| serde_json::from_str::<Value>(line).ok())
@@ -74,17 +76,15 @@ mod tests {
         let path = dir.path().join("r.jsonl");
         std::fs::write(
             &path,
-            "{\"name\":\"a\",\"prompt\":\"x\",\"status\":\"ok\"}\n{\"name\":\"b\",\"prompt\":\"y\",\"status\":\"failed\"}\n{\"name\":\"c\",\"pro",
+            b"{\"name\":\"a\",\"prompt\":\"x\",\"status\":\"ok\"}\n{\"name\":\"b\",\"prompt\":\"y\",\"status\":\"failed\"}\n{\"name\":\"c\",\"pro\xc3",
         )
         .unwrap();
         let (mut results, done) = Results::open(&path).unwrap();
         assert_eq!(done, HashSet::from([key("a", "x")]));
         results.append(&serde_json::json!({"name": "c", "prompt": "z", "status": "ok"})).unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(
-            text.ends_with("{\"name\":\"c\",\"pro\n{\"name\":\"c\",\"prompt\":\"z\",\"status\":\"ok\"}\n"),
-            "{text}"
-        );
+        let bytes = std::fs::read(&path).unwrap();
+        let end: &[u8] = b"{\"name\":\"c\",\"pro\xc3\n{\"name\":\"c\",\"prompt\":\"z\",\"status\":\"ok\"}\n";
+        assert!(bytes.ends_with(end), "{}", String::from_utf8_lossy(&bytes));
         let (_, done) = Results::open(&path).unwrap();
         assert_eq!(done.len(), 2);
     }

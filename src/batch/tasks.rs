@@ -45,6 +45,8 @@ struct Line {
 pub fn parse(text: &str, origin: &str, worktree: bool) -> Result<Vec<Task>> {
     let mut tasks: Vec<Task> = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
+    // A byte order mark (some editors write one) is no part of the first task.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (number, raw) in text.lines().enumerate() {
         let number = number + 1;
         let bad = |why: String| anyhow!(Failure::new(code::USAGE, format!("{origin} line {number}: {why}")));
@@ -134,6 +136,8 @@ mod tests {
         assert_eq!((tasks[1].index, tasks[1].name.as_str()), (2, "docs"));
         assert_eq!(tasks[1].prompt.model.as_deref(), Some("p/m"));
         assert!(parse("", "t", false).unwrap().is_empty());
+        let bom = parse("\u{feff}{\"prompt\": \"p\", \"name\": \"n\"}", "t", false).unwrap();
+        assert_eq!((bom[0].name.as_str(), bom[0].prompt.text.as_str()), ("n", "p"));
     }
 
     #[test]

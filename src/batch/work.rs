@@ -26,8 +26,16 @@ const RESENDS: u32 = 3;
 /// How long a worktree instance gets between TERM and KILL once its task is done.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
+/// What became of a task on an instance.
+pub enum Ran {
+    Done(Box<Outcome>),
+    /// The instance was not serving when the task came and will not be back (stopped, dead,
+    /// failed): nothing was sent; the task is for another instance.
+    Unavailable(anyhow::Error),
+}
+
 /// Run `task` on the instance `record`.
-pub fn run(home: &Home, record: &Record, task: &Task, options: Options) -> Outcome {
+pub fn run(home: &Home, record: &Record, task: &Task, options: Options) -> Ran {
     let began = Instant::now();
     let deadline = options.timeout.map(|t| began + t);
     let mut outcome = Outcome {
@@ -48,30 +56,40 @@ pub fn run(home: &Home, record: &Record, task: &Task, options: Options) -> Outco
     let result = loop {
         match attempt(home, record, task, options, deadline, &mut outcome) {
             Ok(()) => break Ok(()),
+            Err(Unavailable(err)) if outcome.resent == 0 => return Ran::Unavailable(err),
             Err(Lost(_)) if outcome.resent < RESENDS && !process::interrupted() => outcome.resent += 1,
-            Err(Lost(err) | Final(err)) => break Err(err),
+            // Lost and interrupted: the prompt is not sent again, the task is aborted.
+            Err(Lost(_)) if process::interrupted() => {
+                break Err(error::interrupted("interrupted while its server was coming back"));
+            }
+            Err(Lost(err) | Final(err) | Unavailable(err)) => break Err(err),
         }
     };
     if let Err(err) = result {
-        outcome.exit_code = error::code_of(&err);
-        outcome.status = match error::code_of(&err) {
-            _ if process::interrupted() => Status::Aborted,
-            code::TIMED_OUT => Status::Timeout,
-            _ => Status::Failed,
+        let code = error::code_of(&err);
+        outcome.exit_code = code;
+        outcome.status = if code == process::interrupt_code() && process::interrupted() {
+            Status::Aborted
+        } else if code == code::TIMED_OUT && options.timeout.is_some() {
+            Status::Timeout
+        } else {
+            Status::Failed
         };
         outcome.error = Some(format!("{err:#}"));
     }
     outcome.duration = began.elapsed();
-    outcome
+    Ran::Done(Box::new(outcome))
 }
 
 /// How an attempt failed: `Lost`, its server's process went away (send it again once it is
-/// back); `Final`, for good.
+/// back); `Unavailable`, the instance was not serving and will not be (nothing sent); `Final`,
+/// for good.
 enum Failed {
     Lost(anyhow::Error),
+    Unavailable(anyhow::Error),
     Final(anyhow::Error),
 }
-use Failed::{Final, Lost};
+use Failed::{Final, Lost, Unavailable};
 
 /// Send the task once and follow it to its end; on success the answer is in `outcome`.
 fn attempt(
@@ -82,8 +100,14 @@ fn attempt(
     deadline: Option<Instant>,
     outcome: &mut Outcome,
 ) -> Result<(), Failed> {
-    // An instance that cannot come back fails the task here.
-    let now = serving::wait_serving_saying(home, record, deadline, false).map_err(Final)?;
+    // An instance that cannot come back: not this task's fault, unless the deadline or Ctrl-C
+    // came while waiting for it.
+    let now = serving::wait_serving_saying(home, record, deadline, false).map_err(|err| {
+        if process::interrupted() || error::code_of(&err) == code::TIMED_OUT { Final(err) } else { Unavailable(err) }
+    })?;
+    if process::interrupted() {
+        return Err(Final(error::interrupted("interrupted before the prompt was sent")));
+    }
     let directory = task.dir.as_ref().map(|d| d.to_string_lossy().into_owned());
     let client = instance::client(&now, REQUEST_TIMEOUT).in_directory(directory);
     // Anything that fails from here on may be the server dying under it.
@@ -121,7 +145,14 @@ fn attempt(
         Err(err) if lost || (error::code_of(&err) == code::FAILED && server_gone(&now)) => return Err(Lost(err)),
         Err(err) => return Err(Final(err)),
     }
-    let messages = client.last_turn(&session).map_err(lost_or_final)?;
+    // The turn is over: never sent again from here. Stored messages outlive a crash, so a server
+    // that died just now is waited for and asked again.
+    let messages = match client.last_turn(&session) {
+        Ok(messages) => messages,
+        Err(_) => serving::wait_serving_saying(home, record, deadline, false)
+            .and_then(|again| instance::client(&again, REQUEST_TIMEOUT).last_turn(&session))
+            .map_err(Final)?,
+    };
     (outcome.answer, outcome.tokens) = answer_of(&messages);
     outcome.status = Status::Ok;
     outcome.exit_code = 0;
@@ -172,38 +203,50 @@ pub fn in_worktree(
     task: &Task,
     options: Options,
     report: &(dyn Fn(Progress) -> bool + Sync),
-) -> Outcome {
+) -> (Outcome, Option<String>) {
     let name = format!("batch-{id}-{}", task.index);
     let began = Instant::now();
     let record = match launch::start(home, plan, Some(name.clone()), None) {
         Ok(started) => started.record,
         Err(err) => {
-            let code = error::code_of(&err);
-            return Outcome {
-                index: task.index,
-                name: task.name.clone(),
-                prompt: task.prompt.text.clone(),
-                instance: None,
-                session: None,
-                status: if process::interrupted() { Status::Aborted } else { Status::Failed },
-                exit_code: code,
-                duration: began.elapsed(),
-                tokens: Tokens::default(),
-                answer: String::new(),
-                error: Some(format!("instance {name} did not start: {err:#}")),
-                resent: 0,
-                worktree: None,
-            };
+            let mut outcome = not_run(task, None, err.context(format!("instance {name} did not start")));
+            outcome.duration = began.elapsed();
+            return (outcome, None);
         }
     };
     report(Progress::Began);
-    let options = Options { timeout: options.timeout.map(|t| t.saturating_sub(began.elapsed())), ..options };
-    let mut outcome = run(home, &record, task, options);
+    // `--timeout` is the task's, counted from when its instance serves.
+    let mut outcome = match run(home, &record, task, options) {
+        Ran::Done(outcome) => *outcome,
+        Ran::Unavailable(err) => not_run(task, Some(&name), err),
+    };
     outcome.duration = began.elapsed();
     let stopped = stop::stop(home, &record, STOP_GRACE, false);
-    if let Some(error) = stopped.error.filter(|_| outcome.error.is_none()) {
-        outcome.error = Some(format!("stopping instance {name}: {error}"));
-    }
+    let stop_failure = (stopped.result == "failed").then(|| format!("{name}: {}", stopped.error.unwrap_or_default()));
     outcome.worktree = stopped.worktree;
-    outcome
+    (outcome, stop_failure)
+}
+
+/// The outcome of a task that never got a serving instance (`on`: the one it was meant for).
+fn not_run(task: &Task, on: Option<&str>, err: anyhow::Error) -> Outcome {
+    let code = error::code_of(&err);
+    Outcome {
+        index: task.index,
+        name: task.name.clone(),
+        prompt: task.prompt.text.clone(),
+        instance: on.map(str::to_string),
+        session: None,
+        status: if code == process::interrupt_code() && process::interrupted() {
+            Status::Aborted
+        } else {
+            Status::Failed
+        },
+        exit_code: code,
+        duration: Duration::ZERO,
+        tokens: Tokens::default(),
+        answer: String::new(),
+        error: Some(format!("{err:#}")),
+        resent: 0,
+        worktree: None,
+    }
 }

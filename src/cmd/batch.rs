@@ -65,8 +65,9 @@ pub fn run(home: &Home, args: BatchArgs) -> Result<()> {
     bar.finish_and_clear();
     let state = state.into_inner().unwrap_or_else(|e| e.into_inner());
 
+    // A closed stdout (`| head`) must not hide the exit code below.
     if !args.json {
-        print_table(&summary.outcomes, matches!(pool, Pool::Worktree { .. }))?;
+        let _ = print_table(&summary.outcomes, matches!(pool, Pool::Worktree { .. }));
     }
     for o in &summary.outcomes {
         if let Some(summary) = o.worktree.as_ref().and_then(|w| w.summary()) {
@@ -93,7 +94,7 @@ pub fn run(home: &Home, args: BatchArgs) -> Result<()> {
     if process::interrupted() {
         return Err(error::interrupted(format!("interrupted; aborted the running tasks on their servers ({tally})")));
     }
-    if failed > 0 || summary.not_started > 0 {
+    if failed > 0 || summary.not_started > 0 || !summary.stop_failures.is_empty() {
         return Err(anyhow!(Failure::new(code::FAILED, tally)));
     }
     if std::io::stderr().is_terminal() {
@@ -177,6 +178,12 @@ impl Shown {
         shown
     }
 
+    /// A line on stderr, above the progress line: also when stderr is no terminal (then there
+    /// is no progress line).
+    fn note(&self, line: &str) {
+        self.bar.suspend(|| output::note(line));
+    }
+
     fn message(&self, s: &State) -> String {
         format!("{} running · {} failed · {} queued", s.running, s.failed, s.total - s.done - s.running)
     }
@@ -210,7 +217,11 @@ impl Shown {
                     go_on = false;
                 }
             }
-            Progress::Note(note) => self.bar.println(format!("warning: {note}")),
+            Progress::Unavailable { instance, why } => {
+                state.running = state.running.saturating_sub(1);
+                self.note(&format!("warning: instance {instance} takes no more tasks: {why}"));
+            }
+            Progress::Note(note) => self.note(&format!("warning: {note}")),
         }
         self.bar.set_message(self.message(&state));
         go_on

@@ -99,6 +99,20 @@ fn on_named_instances_a_failing_task_resume_and_bad_input() {
     let sessions = env.run(&["sessions", "w-1", "--json"]).success().json();
     assert_eq!(sessions.as_array().unwrap().len(), 0, "no session was made: {sessions}");
 
+    // A dead instance in the pool takes no task from the living: every task runs on w-1.
+    let dead = env.start(&["--name", "gone", "--restart", "no"]);
+    signal("KILL", dead["pid"].as_u64().unwrap() as u32);
+    wait_for("the instance to be dead", Duration::from_secs(20), || {
+        (env.listed(dead["id"].as_str().unwrap())["status"] == "dead").then_some(())
+    });
+    let three = tasks(&env, "three.txt", &["hello a", "hello b", "hello c"]);
+    let run = env.run(&["batch", str_of(&three), "--on", "gone,w-1", "--json"]);
+    run.success().stderr_has("instance gone takes no more tasks");
+    let out = results(&run.stdout);
+    assert_eq!(out.len(), 3, "{}", run.stderr);
+    assert!(out.iter().all(|r| r["status"] == "ok" && r["instance"] == "w-1"), "{out:?}");
+    env.run(&["stop", "gone"]).success();
+
     // Four tasks on two instances, one of them failing; results appended as they finish.
     let file = tasks(
         &env,
@@ -190,7 +204,8 @@ fn a_task_whose_server_is_killed_is_sent_again_and_succeeds() {
 #[test]
 fn interrupted_batches_abort_their_tasks_and_stop_what_they_started() {
     let env = TestEnv::new();
-    let lines: Vec<String> = (1..=5).map(|i| format!("SLOW interrupted {i}")).collect();
+    // Answers that end only when aborted: whatever finishes did so because ocx aborted it.
+    let lines: Vec<String> = (1..=5).map(|i| format!("ENDLESS interrupted {i}")).collect();
     let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
     let file = tasks(&env, "five.txt", &lines);
     let child = spawn(&env, &["batch", str_of(&file), "--parallel", "2", "--json"]);
@@ -214,6 +229,7 @@ fn interrupted_batches_abort_their_tasks_and_stop_what_they_started() {
     assert!(run.stdout.contains("aborted"), "{}", run.stdout);
     wait_for("the session to be idle", Duration::from_secs(10), || (busy_count(&record) == 0).then_some(()));
     assert_eq!(env.ls().len(), 1, "the user's instance runs on");
+    assert_eq!(env.ls()[0]["status"], "running");
 }
 
 /// `--worktree`: every task in an instance, worktree and branch of its own; its work kept.

@@ -3,6 +3,8 @@
 //! What it answers depends on the last user message of each `/v1/chat/completions` call:
 //! - `FAIL` anywhere → HTTP 500;
 //! - `SLOW` → 40 text chunks (`tick N `), 150 ms apart;
+//! - `ENDLESS` → text chunks 150 ms apart until the caller hangs up (or 10 minutes): an answer
+//!   that ends only when it is aborted;
 //! - `HUGE` (when the call offers tools) → [`huge_answer`], about 12 MB of text in 64 KiB chunks
 //!   (longer than ureq's default body cap, as a long session's messages are);
 //! - `RUN:<command>` (when the call offers tools) → a `bash` tool call running `<command>`;
@@ -133,6 +135,11 @@ fn answer(conn: &mut TcpStream, request: &Value) -> std::io::Result<()> {
         );
         conn.write_all(head.as_bytes())?;
         return conn.write_all(body.as_bytes());
+    }
+    if text.contains("ENDLESS") {
+        let ticks: Vec<String> = (0..4000).map(|i| format!("tick {i} ")).collect();
+        let ticks: Vec<&str> = ticks.iter().map(String::as_str).collect();
+        return stream_text(conn, &ticks, Duration::from_millis(150));
     }
     if text.contains("SLOW") {
         let ticks: Vec<String> = (0..40).map(|i| format!("tick {i} ")).collect();
