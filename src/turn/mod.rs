@@ -33,6 +33,8 @@ pub use body::{Prompt, default_title, split_model};
 
 /// How long to wait for the server to confirm a subscription, or an abort.
 const SETTLE: Duration = Duration::from_secs(5);
+/// How long an abort may take to be seen through (see `Turn::abort`).
+const ABORT_SETTLE: Duration = Duration::from_secs(15);
 /// How often a wait looks up from what it waits for to see whether Ctrl-C or the deadline came.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -324,23 +326,32 @@ impl<'a> Turn<'a> {
         self.printer.part(part, raw, live)
     }
 
-    /// Ask the server to stop the prompt and, with a stream to see it on, wait (briefly) until
-    /// the session is idle.
+    /// Ask the server to stop the prompt, and wait (up to `ABORT_SETTLE`) until it is over. A
+    /// prompt the server has stored but not begun to answer (which takes seconds on a loaded
+    /// machine) is not stopped by an abort: the session is not busy yet, and the answer would
+    /// begin after ocx is gone. So the abort is sent again whenever the session is seen busy,
+    /// until it is idle with its reply ended (aborted, failed or done). Events that arrive
+    /// meanwhile are handled as usual (printed, answered).
     fn abort(&mut self, events: Option<&Stream>) {
         self.aborting = true;
         self.in_flight = false;
         let _ = self.client.abort(&self.session);
-        let Some(events) = events else { return };
-        let deadline = Instant::now() + SETTLE;
+        let deadline = Instant::now() + ABORT_SETTLE;
         while Instant::now() < deadline {
-            match events.recv_timeout(POLL) {
-                Ok(Some(event)) => {
-                    if self.handle(&event).is_ok_and(|s| s == Step::Done) {
-                        return;
-                    }
+            match events.map(|e| e.recv_timeout(POLL)) {
+                Some(Ok(Some(event))) => {
+                    let _ = self.handle(&event);
+                    continue;
                 }
-                Ok(None) | Err(RecvTimeoutError::Disconnected) => return,
-                Err(RecvTimeoutError::Timeout) => {}
+                Some(Err(RecvTimeoutError::Timeout)) => {}
+                // No stream (or it ended): look at the server at this pace.
+                _ => std::thread::sleep(POLL),
+            }
+            let Ok(busy) = self.client.busy_sessions() else { return };
+            if busy.contains_key(&self.session) {
+                let _ = self.client.abort(&self.session);
+            } else if self.client.last_turn(&self.session).is_ok_and(|m| last_reply_finished(&m)) {
+                return;
             }
         }
     }
@@ -362,7 +373,7 @@ impl Drop for Turn<'_> {
     /// so no agent goes on working after ocx is gone.
     fn drop(&mut self) {
         if self.in_flight {
-            let _ = self.client.abort(&self.session);
+            self.abort(None);
         }
     }
 }
