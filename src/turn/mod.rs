@@ -5,12 +5,14 @@
 //! session is on (or shows its last one).
 //!
 //! Here the turn and its loop; `stream` follows the event stream (and gets it back when it
-//! drops or goes silent), `answer` answers the server's requests, `print` prints. Whether the
-//! server is still running the turn learns from its caller (`Liveness`).
+//! drops or goes silent), `answer` answers the server's requests, `print` prints, `stop` ends
+//! a turn early (Ctrl-C, the deadline, an abort seen through), `body` builds a prompt's
+//! request. Whether the server is still running the turn learns from its caller (`Liveness`).
 
 mod answer;
 mod body;
 mod print;
+mod stop;
 mod stream;
 
 use std::collections::{HashMap, HashSet};
@@ -23,18 +25,16 @@ use serde_json::{Value, json};
 use crate::error::{Failure, code};
 use crate::events::{Event, Part, Status};
 use crate::output;
-use crate::process;
 use crate::server::Client;
 use answer::Answerer;
 use print::Printer;
+use stop::interruption;
 use stream::Stream;
 
 pub use body::{Prompt, default_title, split_model};
 
 /// How long to wait for the server to confirm a subscription, or an abort.
 const SETTLE: Duration = Duration::from_secs(5);
-/// How long an abort may take to be seen through (see `Turn::abort`).
-const ABORT_SETTLE: Duration = Duration::from_secs(15);
 /// How often a wait looks up from what it waits for to see whether Ctrl-C or the deadline came.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -211,26 +211,6 @@ impl<'a> Turn<'a> {
         self.outcome()
     }
 
-    /// Ctrl-C or the deadline: abort the prompt on the server, and fail with 130 or 4.
-    fn check_interruptions(&mut self, events: Option<&Stream>) -> Result<()> {
-        let Some(failure) = interruption(self.options.deadline) else { return Ok(()) };
-        self.abort(events);
-        Err(anyhow!(failure))
-    }
-
-    /// Sleep for `pause`, unless Ctrl-C or the deadline comes first (then abort and fail).
-    fn pause(&mut self, pause: Duration) -> Result<()> {
-        let until = Instant::now() + pause;
-        loop {
-            self.check_interruptions(None)?;
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(());
-            }
-            std::thread::sleep(left.min(POLL));
-        }
-    }
-
     fn outcome(&mut self) -> Result<()> {
         match self.error.take() {
             Some(message) => Err(anyhow!(Failure::new(code::FAILED, format!("the model failed: {message}")))),
@@ -326,36 +306,6 @@ impl<'a> Turn<'a> {
         self.printer.part(part, raw, live)
     }
 
-    /// Ask the server to stop the prompt, and wait (up to `ABORT_SETTLE`) until it is over. A
-    /// prompt the server has stored but not begun to answer (which takes seconds on a loaded
-    /// machine) is not stopped by an abort: the session is not busy yet, and the answer would
-    /// begin after ocx is gone. So the abort is sent again whenever the session is seen busy,
-    /// until it is idle with its reply ended (aborted, failed or done). Events that arrive
-    /// meanwhile are handled as usual (printed, answered).
-    fn abort(&mut self, events: Option<&Stream>) {
-        self.aborting = true;
-        self.in_flight = false;
-        let _ = self.client.abort(&self.session);
-        let deadline = Instant::now() + ABORT_SETTLE;
-        while Instant::now() < deadline {
-            match events.map(|e| e.recv_timeout(POLL)) {
-                Some(Ok(Some(event))) => {
-                    let _ = self.handle(&event);
-                    continue;
-                }
-                Some(Err(RecvTimeoutError::Timeout)) => {}
-                // No stream (or it ended): look at the server at this pace.
-                _ => std::thread::sleep(POLL),
-            }
-            let Ok(busy) = self.client.busy_sessions() else { return };
-            if busy.contains_key(&self.session) {
-                let _ = self.client.abort(&self.session);
-            } else if self.client.last_turn(&self.session).is_ok_and(|m| last_reply_finished(&m)) {
-                return;
-            }
-        }
-    }
-
     /// Whether the turn failed because its server's process went away: the watcher may have
     /// brought it back, and the prompt is then worth sending again.
     pub fn server_lost(&self) -> bool {
@@ -365,27 +315,6 @@ impl<'a> Turn<'a> {
     /// End the answer's last line.
     pub fn finish_output(&mut self) -> std::io::Result<()> {
         self.printer.end_line()
-    }
-}
-
-impl Drop for Turn<'_> {
-    /// A turn left before the server finished it (a closed pipe, an error, a panic): abort it,
-    /// so no agent goes on working after ocx is gone.
-    fn drop(&mut self) {
-        if self.in_flight {
-            self.abort(None);
-        }
-    }
-}
-
-/// Ctrl-C or the deadline, whichever came, as the failure the turn ends with.
-fn interruption(deadline: Option<Instant>) -> Option<Failure> {
-    if process::interrupted() {
-        Some(Failure::new(code::INTERRUPTED, "interrupted; aborted the prompt on the server"))
-    } else if deadline.is_some_and(|d| Instant::now() >= d) {
-        Some(Failure::new(code::TIMED_OUT, "timed out; aborted the prompt on the server"))
-    } else {
-        None
     }
 }
 
