@@ -29,7 +29,7 @@ use crate::turn;
 pub use results::{Results, is_done};
 pub use tasks::{Task, parse};
 
-/// How long the servers the batch started get between TERM and KILL when it ends.
+/// How long the servers the batch started get between TERM and KILL when they are done.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Where the tasks run.
@@ -115,6 +115,25 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// A task just handed to instance `on`: failed until it succeeds, nothing measured yet.
+    fn begun(task: &Task, on: Option<&str>) -> Outcome {
+        Outcome {
+            index: task.index,
+            name: task.name.clone(),
+            prompt: task.prompt.text.clone(),
+            instance: on.map(str::to_string),
+            session: task.session.clone(),
+            status: Status::Failed,
+            exit_code: crate::error::code::FAILED,
+            duration: Duration::ZERO,
+            tokens: Tokens::default(),
+            answer: String::new(),
+            error: None,
+            resent: 0,
+            worktree: None,
+        }
+    }
+
     /// The result line of `--json` and `--results`.
     pub fn to_json(&self) -> Value {
         let t = &self.tokens;

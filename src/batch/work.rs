@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow};
 use serde_json::Value;
 
-use super::{Options, Outcome, Progress, Status, Task, Tokens};
+use super::{Options, Outcome, Progress, STOP_GRACE, Status, Task, Tokens};
 use crate::error::{self, Failure, code};
 use crate::home::Home;
 use crate::instance::serving::{self, Watched};
@@ -23,8 +23,6 @@ use crate::turn::{self, Turn};
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many times a task is sent again after its server crashed and came back.
 const RESENDS: u32 = 3;
-/// How long a worktree instance gets between TERM and KILL once its task is done.
-const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// What became of a task on an instance.
 pub enum Ran {
@@ -38,21 +36,7 @@ pub enum Ran {
 pub fn run(home: &Home, record: &Record, task: &Task, options: Options) -> Ran {
     let began = Instant::now();
     let deadline = options.timeout.map(|t| began + t);
-    let mut outcome = Outcome {
-        index: task.index,
-        name: task.name.clone(),
-        prompt: task.prompt.text.clone(),
-        instance: Some(record.label().to_string()),
-        session: task.session.clone(),
-        status: Status::Failed,
-        exit_code: code::FAILED,
-        duration: Duration::ZERO,
-        tokens: Tokens::default(),
-        answer: String::new(),
-        error: None,
-        resent: 0,
-        worktree: None,
-    };
+    let mut outcome = Outcome::begun(task, Some(record.label()));
     let result = loop {
         match attempt(home, record, task, options, deadline, &mut outcome) {
             Ok(()) => break Ok(()),
@@ -68,13 +52,7 @@ pub fn run(home: &Home, record: &Record, task: &Task, options: Options) -> Ran {
     if let Err(err) = result {
         let code = error::code_of(&err);
         outcome.exit_code = code;
-        outcome.status = if code == process::interrupt_code() && process::interrupted() {
-            Status::Aborted
-        } else if code == code::TIMED_OUT && options.timeout.is_some() {
-            Status::Timeout
-        } else {
-            Status::Failed
-        };
+        outcome.status = status_of(code, options.timeout.is_some());
         outcome.error = Some(format!("{err:#}"));
     }
     outcome.duration = began.elapsed();
@@ -231,22 +209,22 @@ pub fn in_worktree(
 fn not_run(task: &Task, on: Option<&str>, err: anyhow::Error) -> Outcome {
     let code = error::code_of(&err);
     Outcome {
-        index: task.index,
-        name: task.name.clone(),
-        prompt: task.prompt.text.clone(),
-        instance: on.map(str::to_string),
         session: None,
-        status: if code == process::interrupt_code() && process::interrupted() {
-            Status::Aborted
-        } else {
-            Status::Failed
-        },
+        status: status_of(code, false),
         exit_code: code,
-        duration: Duration::ZERO,
-        tokens: Tokens::default(),
-        answer: String::new(),
         error: Some(format!("{err:#}")),
-        resent: 0,
-        worktree: None,
+        ..Outcome::begun(task, on)
+    }
+}
+
+/// What a task that failed with exit `code` came to: aborted by Ctrl-C or SIGTERM, out of its
+/// `--timeout` (when it has one: `timed`), or failed.
+fn status_of(code: u8, timed: bool) -> Status {
+    if code == process::interrupt_code() && process::interrupted() {
+        Status::Aborted
+    } else if code == code::TIMED_OUT && timed {
+        Status::Timeout
+    } else {
+        Status::Failed
     }
 }
