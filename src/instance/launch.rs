@@ -224,7 +224,8 @@ impl<'a> Launch<'a> {
             .stderr(Stdio::null());
         process::detach(&mut cmd);
         hooks::pause("start:before-spawn");
-        let mut watcher = cmd.spawn().with_context(|| format!("cannot run the watcher {}", exe.display()))?;
+        let mut watcher =
+            process::spawn(&mut cmd).with_context(|| format!("cannot run the watcher {}", exe.display()))?;
         let (stdin, stdout) = (watcher.stdin.take(), watcher.stdout.take());
         let wpid = watcher.id();
         self.watcher = Some(watcher);

@@ -20,6 +20,7 @@ pub use boot::{BootManager, boot_time, native as boot_manager};
 #[cfg_attr(windows, path = "windows.rs")]
 mod imp;
 mod setup;
+mod spawn;
 
 #[cfg(test)]
 pub use imp::make_executable;
@@ -31,6 +32,7 @@ pub use imp::{
 };
 
 pub use setup::{not_private, output_within, service_manager};
+pub use spawn::spawn;
 
 /// The longest socket path ocx makes: macOS' `sun_path` holds 104 bytes, its NUL included
 /// (Linux' 108), and a little room is kept.

@@ -23,3 +23,12 @@ fn a_long_preferred_socket_dir_gives_way_to_the_first_short_root() {
     let roots = [PathBuf::from(format!("/run/{}", "y".repeat(60))), PathBuf::from("/tmp")];
     assert_eq!(pick_socket_dir(&long, "ocx-ssh-1", 57, &roots), Some(roots[1].join("ocx-ssh-1")));
 }
+
+#[test]
+fn only_a_refusal_that_passes_is_tried_again() {
+    assert!(spawn::is_transient(&io::Error::from(io::ErrorKind::WouldBlock)));
+    assert!(!spawn::is_transient(&io::Error::from(io::ErrorKind::NotFound)));
+    assert_eq!(spawn::is_transient(&io::Error::from_raw_os_error(1359)), cfg!(windows));
+    let err = spawn(&mut std::process::Command::new("/nonexistent/ocx-no-such-binary")).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::NotFound);
+}

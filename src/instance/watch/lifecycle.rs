@@ -32,7 +32,8 @@ impl Watcher<'_> {
             record.opencode.path.display(),
             record.args.join(" ")
         ));
-        let mut child = cmd.spawn().with_context(|| format!("cannot run {}", record.opencode.path.display()))?;
+        let mut child =
+            process::spawn(&mut cmd).with_context(|| format!("cannot run {}", record.opencode.path.display()))?;
         // Our copies of the pipe's write end must go, or its reader never sees the end.
         drop(cmd);
         let tree = process::contain(&child);
