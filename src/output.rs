@@ -39,11 +39,12 @@ pub fn print_table(table: &mut Table) -> io::Result<()> {
     table.column_iter_mut().for_each(|c| {
         c.set_padding((0, 2));
     });
-    let mut out = io::stdout().lock();
+    // One write for many lines (stdout is line-buffered): a table of 1,000 rows is one write.
+    let mut out = io::BufWriter::new(io::stdout().lock());
     for line in table.lines() {
         writeln!(out, "{}", line.trim_end())?;
     }
-    Ok(())
+    out.flush()
 }
 
 /// Print one line on stdout.

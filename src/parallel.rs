@@ -1,6 +1,12 @@
-//! A bounded parallel map over a slice, for work that waits on I/O (health checks, stops).
+//! A bounded parallel map over a slice: for work that waits on I/O (health checks, stops), or
+//! a thread per core for work that does not (reading many small files).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// How many threads keep every core busy (for work that does not wait).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
 
 /// `f` over every item on at most `limit` threads, results in the items' order.
 pub fn map<T: Sync, R: Send>(items: &[T], limit: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {

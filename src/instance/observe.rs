@@ -73,20 +73,37 @@ pub fn activity(client: &Client) -> Result<Activity> {
 }
 
 /// Observe every record: one targeted process-table refresh (servers and watchers), then each
-/// watcher's observation, or (`probe`, or none fresh) health checks in parallel.
+/// watcher's observation (read on a thread per core: that is CPU work), then health checks of
+/// the rest (`probe`: of every record), many in parallel (they wait on servers).
 pub fn observe(home: &Home, records: &[Record], probe: bool) -> Result<Vec<Observed>> {
     let facts = Facts::of_all(home, records)?;
     let now = SystemTime::now();
     let items: Vec<(&Record, Facts)> = records.iter().zip(facts).collect();
-    let probe = probe.then_some(HEALTH_TIMEOUT);
-    Ok(crate::parallel::map(&items, PARALLEL, |(r, facts)| observe_one(home, r, *facts, now, probe)))
+    let mut observed = match probe {
+        true => items.iter().map(|_| None).collect(),
+        false => crate::parallel::map(&items, crate::parallel::cores(), |(r, facts)| seen(home, r, *facts, now)),
+    };
+    let ask: Vec<usize> = (0..items.len()).filter(|&i| observed[i].is_none()).collect();
+    let asked = crate::parallel::map(&ask, PARALLEL, |&i| asking(items[i].0, items[i].1, now, HEALTH_TIMEOUT));
+    for (i, o) in ask.into_iter().zip(asked) {
+        observed[i] = Some(o);
+    }
+    Ok(observed.into_iter().flatten().collect())
 }
 
 /// One record's observation, from its process facts and its watcher's observation; with
 /// `probe` (how long the server may take to answer), or without a fresh observation, by asking
 /// the server.
-pub fn observe_one(home: &Home, r: &Record, mut facts: Facts, now: SystemTime, probe: Option<Duration>) -> Observed {
-    let mut observed = Observed {
+pub fn observe_one(home: &Home, r: &Record, facts: Facts, now: SystemTime, probe: Option<Duration>) -> Observed {
+    match probe {
+        Some(timeout) => asking(r, facts, now, timeout),
+        None => seen(home, r, facts, now).unwrap_or_else(|| asking(r, facts, now, HEALTH_TIMEOUT)),
+    }
+}
+
+/// What the facts alone say, before any health is known.
+fn unasked(facts: &Facts) -> Observed {
+    Observed {
         status: Status::Dead,
         healthy: None,
         version: None,
@@ -95,17 +112,32 @@ pub fn observe_one(home: &Home, r: &Record, mut facts: Facts, now: SystemTime, p
         supervised: facts.watcher.is_some(),
         restart_in_s: None,
         activity: None,
-    };
-    let seen = (probe.is_none() && facts.server.is_some() && facts.watcher.is_some())
-        .then(|| status::fresh(home, r, now))
-        .flatten();
-    if let Some(seen) = seen {
-        facts.healthy = Some(seen.healthy);
-        observed.healthy = Some(seen.healthy);
-        observed.version = seen.version.clone();
-        observed.activity = seen.healthy.then(|| seen.activity(now));
-    } else if facts.server.is_some() && r.state != State::Stopping {
-        let client = super::client(r, probe.unwrap_or(HEALTH_TIMEOUT));
+    }
+}
+
+/// The observation from the watcher's file, or None when the server must be asked: it lives,
+/// and there is no fresh observation of it by a live watcher of this instance's.
+fn seen(home: &Home, r: &Record, mut facts: Facts, now: SystemTime) -> Option<Observed> {
+    let mut observed = unasked(&facts);
+    let fresh = (facts.server.is_some() && facts.watcher.is_some()).then(|| status::fresh(home, r, now)).flatten();
+    match fresh {
+        Some(seen) => {
+            facts.healthy = Some(seen.healthy);
+            observed.healthy = Some(seen.healthy);
+            observed.activity = seen.healthy.then(|| seen.activity(now));
+            observed.version = seen.version;
+        }
+        None if facts.server.is_some() && r.state != State::Stopping => return None,
+        None => {}
+    }
+    Some(classified(observed, r, &facts, now))
+}
+
+/// The observation with the server asked (if it lives), each request within `timeout`.
+fn asking(r: &Record, mut facts: Facts, now: SystemTime, timeout: Duration) -> Observed {
+    let mut observed = unasked(&facts);
+    if facts.server.is_some() && r.state != State::Stopping {
+        let client = super::client(r, timeout);
         let health = client.health();
         let healthy = health.as_ref().is_ok_and(|h| h.healthy);
         if healthy {
@@ -115,7 +147,12 @@ pub fn observe_one(home: &Home, r: &Record, mut facts: Facts, now: SystemTime, p
         observed.healthy = Some(healthy);
         observed.version = health.ok().and_then(|h| h.version);
     }
-    observed.status = classify(r, &facts, now);
+    classified(observed, r, &facts, now)
+}
+
+/// The status from the facts, and how long until a pending restart.
+fn classified(mut observed: Observed, r: &Record, facts: &Facts, now: SystemTime) -> Observed {
+    observed.status = classify(r, facts, now);
     if observed.status == Status::Restarting && facts.server.is_none() {
         observed.restart_in_s = r
             .next_restart_at

@@ -76,8 +76,9 @@ impl Facts {
     /// The process facts of every record, from one targeted refresh (servers with their memory,
     /// watchers with their environment, to check their marker).
     pub fn of_all(home: &Home, records: &[Record]) -> Result<Vec<Facts>> {
-        let pids: Vec<u32> = records.iter().flat_map(|r| [Some(r.pid), r.watcher.map(|w| w.pid)]).flatten().collect();
-        let table = Processes::of_with_memory_and_environ(&pids)?;
+        let servers: Vec<u32> = records.iter().map(|r| r.pid).collect();
+        let watchers: Vec<u32> = records.iter().filter_map(|r| r.watcher.map(|w| w.pid)).collect();
+        let table = Processes::of_servers_and_watchers(&servers, &watchers)?;
         let marked = table.marked(home.root());
         Ok(records
             .iter()

@@ -4,6 +4,8 @@
 //! `unix.rs` and `windows.rs` export the same free functions; no other module of ocx uses
 //! `cfg(unix)` or `cfg(windows)`.
 
+use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -115,25 +117,36 @@ impl std::fmt::Display for PortOwner {
 
 /// A snapshot of (part of) the process table.
 pub struct Processes {
-    sys: System,
+    table: Table,
+}
+
+enum Table {
+    /// sysinfo's: the whole table, and on systems other than Linux the PIDs asked for too.
+    Sys(Box<System>),
+    /// Linux, the PIDs asked for, read straight from `/proc` (`imp::lean`): each live one with
+    /// its environment where it was asked for.
+    Lean(HashMap<u32, (Proc, Vec<OsString>)>),
 }
 
 impl Processes {
     /// Facts about just these PIDs, from one targeted refresh.
     pub fn of(pids: &[u32]) -> Result<Self> {
-        Self::refresh(Some(pids), ProcessRefreshKind::nothing().without_tasks().with_memory())
+        Self::targeted(pids, |_| false, ProcessRefreshKind::nothing().without_tasks().with_memory())
     }
 
     /// Just these PIDs with their environment: enough to check their markers.
     pub fn of_with_environ(pids: &[u32]) -> Result<Self> {
-        Self::refresh(Some(pids), ProcessRefreshKind::nothing().without_tasks().with_environ(UpdateKind::Always))
+        let kind = ProcessRefreshKind::nothing().without_tasks().with_environ(UpdateKind::Always);
+        Self::targeted(pids, |_| true, kind)
     }
 
-    /// Just these PIDs with their memory and environment: for the classifier (servers' memory,
-    /// watchers' markers).
-    pub fn of_with_memory_and_environ(pids: &[u32]) -> Result<Self> {
+    /// For the classifier: `servers` with their memory, `watchers` with their environment
+    /// too (to check their markers), from one refresh.
+    pub fn of_servers_and_watchers(servers: &[u32], watchers: &[u32]) -> Result<Self> {
         let kind = ProcessRefreshKind::nothing().without_tasks().with_memory().with_environ(UpdateKind::Always);
-        Self::refresh(Some(pids), kind)
+        let pids: Vec<u32> = servers.iter().chain(watchers).copied().collect();
+        let watchers: std::collections::HashSet<u32> = watchers.iter().copied().collect();
+        Self::targeted(&pids, |pid| watchers.contains(&pid), kind)
     }
 
     /// Every process with its environment only: for marker scans (`marked`).
@@ -152,7 +165,16 @@ impl Processes {
         Self::refresh(None, kind)
     }
 
-    /// Refresh these PIDs (None: every process).
+    /// These PIDs, straight from `/proc` where it can say (`environ`: whose environment to
+    /// read), else from sysinfo (`kind`).
+    fn targeted(pids: &[u32], environ: impl Fn(u32) -> bool + Sync, kind: ProcessRefreshKind) -> Result<Self> {
+        match imp::lean(pids, environ) {
+            Some(found) => Ok(Processes { table: Table::Lean(found) }),
+            None => Self::refresh(Some(pids), kind),
+        }
+    }
+
+    /// Refresh these PIDs (None: every process) through sysinfo.
     fn refresh(pids: Option<&[u32]>, kind: ProcessRefreshKind) -> Result<Self> {
         let mut sys = System::new().map_err(|e| anyhow::anyhow!("{e}")).context("cannot read the process table")?;
         match pids {
@@ -165,12 +187,16 @@ impl Processes {
             }
             None => sys.refresh_processes_specifics(ProcessesToUpdate::All, true, kind),
         };
-        Ok(Processes { sys })
+        Ok(Processes { table: Table::Sys(Box::new(sys)) })
     }
 
     /// The live process with this PID. A zombie counts as gone once all its threads are.
     pub fn get(&self, pid: u32) -> Option<Proc> {
-        let p = self.sys.process(Pid::from_u32(pid))?;
+        let sys = match &self.table {
+            Table::Lean(found) => return found.get(&pid).map(|(p, _)| *p),
+            Table::Sys(sys) => sys,
+        };
+        let p = sys.process(Pid::from_u32(pid))?;
         let exited = match p.status() {
             ProcessStatus::Dead => true,
             ProcessStatus::Zombie => !imp::still_exiting(pid),
@@ -189,22 +215,29 @@ impl Processes {
         self.get(id.pid).filter(|p| id.matches(p))
     }
 
+    /// Each process of the snapshot with its environment (empty where none was read).
+    fn environs(&self) -> Vec<(u32, &[OsString])> {
+        match &self.table {
+            Table::Sys(sys) => sys.processes().values().map(|p| (p.pid().as_u32(), p.environ())).collect(),
+            Table::Lean(found) => found.iter().map(|(&pid, (_, env))| (pid, env.as_slice())).collect(),
+        }
+    }
+
     /// Every live process carrying the marker of `home` (all instances), never ocx itself.
-    /// Needs a snapshot with environments (`with_markers`, `of_with_environ`, `all`).
+    /// Needs a snapshot with environments (`with_markers`, `of_with_environ`, `all`; of
+    /// `of_servers_and_watchers` only the watchers').
     pub fn marked(&self, home: &Path) -> Vec<Marked> {
         let me = std::process::id();
         let home_var = format!("{MARKER_HOME}={}", home.display());
         let id_prefix = format!("{MARKER_ID}=");
         let mut found: Vec<Marked> = self
-            .sys
-            .processes()
-            .values()
-            .filter(|p| p.pid().as_u32() != me)
-            .filter(|p| p.environ().iter().any(|v| v.to_str() == Some(home_var.as_str())))
-            .filter_map(|p| {
-                let instance =
-                    p.environ().iter().find_map(|v| v.to_str()?.strip_prefix(id_prefix.as_str()))?.to_string();
-                let proc = self.get(p.pid().as_u32())?;
+            .environs()
+            .into_iter()
+            .filter(|&(pid, _)| pid != me)
+            .filter(|(_, env)| env.iter().any(|v| v.to_str() == Some(home_var.as_str())))
+            .filter_map(|(pid, env)| {
+                let instance = env.iter().find_map(|v| v.to_str()?.strip_prefix(id_prefix.as_str()))?.to_string();
+                let proc = self.get(pid)?;
                 Some(Marked { proc, instance })
             })
             .collect();
@@ -215,10 +248,10 @@ impl Processes {
     /// `opencode serve` processes of the current user, as (process, command line).
     /// Needs a snapshot from `all()`.
     pub fn opencode_servers(&self) -> Vec<(Proc, Vec<String>)> {
-        let me = sysinfo::get_current_pid().ok().and_then(|pid| self.sys.process(pid));
+        let Table::Sys(sys) = &self.table else { return Vec::new() };
+        let me = sysinfo::get_current_pid().ok().and_then(|pid| sys.process(pid));
         let my_user = me.and_then(|p| p.user_id());
-        let mut found: Vec<(Proc, Vec<String>)> = self
-            .sys
+        let mut found: Vec<(Proc, Vec<String>)> = sys
             .processes()
             .values()
             .filter(|p| my_user.is_none() || p.user_id() == my_user)

@@ -11,10 +11,13 @@ use super::PortOwner;
 
 #[path = "unix_files.rs"]
 mod files;
+#[path = "unix_proc.rs"]
+mod procfs;
 #[path = "unix_watcher.rs"]
 mod watcher;
 
 pub use files::*;
+pub use procfs::lean;
 pub use watcher::*;
 
 /// Run the child in a session of its own, so it survives the terminal that started it and

@@ -3,6 +3,8 @@
 //!
 //! Private files rely on the ACLs of the user's profile directory that holds the home.
 
+use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io;
 use std::os::windows::io::AsRawHandle;
@@ -307,6 +309,11 @@ pub fn is_trusted(_meta: &Metadata) -> bool {
 /// Windows has no zombies that still run threads.
 pub fn still_exiting(_pid: u32) -> bool {
     false
+}
+
+/// `/proc` is Linux's: sysinfo reads the PIDs asked for.
+pub fn lean(_pids: &[u32], _environ: impl Fn(u32) -> bool + Sync) -> Option<HashMap<u32, (Proc, Vec<OsString>)>> {
+    None
 }
 
 /// A process's creation time as a FILETIME (100 ns since 1601): exact, unlike the seconds
