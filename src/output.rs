@@ -142,6 +142,16 @@ pub fn elapsed(d: Duration) -> String {
     if d < Duration::from_secs(1) { format!("{}ms", d.as_millis()) } else { format!("{:.1}s", d.as_secs_f64()) }
 }
 
+/// `text` in at most `width` characters: as is when it fits, else its first `width - 1` and `…`.
+pub fn cut(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
 /// `512K`, `318M`, `1.2G`.
 pub fn bytes(n: u64) -> String {
     const K: u64 = 1024;
@@ -171,6 +181,14 @@ pub fn rfc3339(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cut_keeps_what_fits_and_marks_what_it_cuts() {
+        assert_eq!(cut("short", 5), "short");
+        assert_eq!(cut("longer", 5), "long…");
+        assert_eq!(cut("ééééé€", 5).chars().count(), 5);
+        assert_eq!(cut("", 0), "");
+    }
 
     #[test]
     fn formats() {

@@ -250,11 +250,7 @@ fn print_table(outcomes: &[Outcome], worktrees: bool) -> Result<()> {
             Some(error) => error.clone(),
             None => o.answer.lines().find(|l| !l.trim().is_empty()).unwrap_or("").to_string(),
         };
-        let answer = if answer.chars().count() > ANSWER_WIDTH {
-            format!("{}…", answer.chars().take(ANSWER_WIDTH - 1).collect::<String>())
-        } else {
-            answer
-        };
+        let answer = output::cut(&answer, ANSWER_WIDTH);
         let mut row = vec![
             o.index.to_string(),
             o.name.clone(),

@@ -49,11 +49,7 @@ pub fn run(home: &Home, args: SessionsArgs) -> Result<()> {
     let mut table = output::table(["ID", "TITLE", "STATUS", "MESSAGES", "CREATED", "UPDATED"]);
     for (row, s) in rows.iter().zip(&sessions) {
         let title = row["title"].as_str().unwrap_or("");
-        let title = if title.chars().count() > 40 {
-            format!("{}…", title.chars().take(40).collect::<String>())
-        } else {
-            title.to_string()
-        };
+        let title = output::cut(title, 40);
         table.add_row([
             row["id"].as_str().unwrap_or(""),
             &title,

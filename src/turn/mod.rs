@@ -324,12 +324,7 @@ pub fn short_input(input: &Value) -> String {
         Some(command) => command.to_string(),
         None => input.to_string(),
     };
-    let line = text.lines().next().unwrap_or("");
-    if line.chars().count() > 80 {
-        format!("{}…", line.chars().take(80).collect::<String>())
-    } else {
-        line.to_string()
-    }
+    crate::output::cut(text.lines().next().unwrap_or(""), 80)
 }
 
 fn now_ms() -> u64 {
