@@ -39,8 +39,8 @@ pub fn print_table(table: &mut Table) -> io::Result<()> {
     table.column_iter_mut().for_each(|c| {
         c.set_padding((0, 2));
     });
-    // One write for many lines (stdout is line-buffered): a table of 1,000 rows is one write.
-    let mut out = io::BufWriter::new(io::stdout().lock());
+    // Stdout is line-buffered: a write per row would make 1,000 rows 1,000 writes.
+    let mut out = io::BufWriter::with_capacity(64 * 1024, io::stdout().lock());
     for line in table.lines() {
         writeln!(out, "{}", line.trim_end())?;
     }

@@ -238,7 +238,7 @@ fn survey(home: &Home, dry_run: bool, report: &mut Report) -> Result<Survey> {
 
     let records = record::valid(&entries);
     let facts = Facts::of_all(home, &records)?;
-    let table = Processes::with_markers()?;
+    let table = Processes::marked_in(home.root())?;
     let mut stale = Vec::new();
     for (record, facts) in records.iter().zip(&facts) {
         // What resurrect would bring back is never forgotten silently: after a reboot every
@@ -254,7 +254,7 @@ fn survey(home: &Home, dry_run: bool, report: &mut Report) -> Result<Survey> {
             continue;
         };
         let reason = match reason {
-            "process gone" if table.get(record.pid).is_some() => "PID reused",
+            "process gone" if Processes::of(&[record.pid])?.get(record.pid).is_some() => "PID reused",
             reason => reason,
         };
         // A start or stop whose ocx is alive holds the instance's lock: not abandoned, not ours.

@@ -81,7 +81,9 @@ pub fn observe(home: &Home, records: &[Record], probe: bool) -> Result<Vec<Obser
     let items: Vec<(&Record, Facts)> = records.iter().zip(facts).collect();
     let mut observed = match probe {
         true => items.iter().map(|_| None).collect(),
-        false => crate::parallel::map(&items, crate::parallel::cores(), |(r, facts)| seen(home, r, *facts, now)),
+        false => crate::parallel::map(&items, crate::parallel::cores_for(items.len()), |(r, facts)| {
+            seen(home, r, *facts, now)
+        }),
     };
     let ask: Vec<usize> = (0..items.len()).filter(|&i| observed[i].is_none()).collect();
     let asked = crate::parallel::map(&ask, PARALLEL, |&i| asking(items[i].0, items[i].1, now, HEALTH_TIMEOUT));

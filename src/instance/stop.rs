@@ -211,7 +211,7 @@ fn end_process(proc: &Proc, grace: Duration, told: bool) -> Result<(Option<&'sta
 /// agent's shell commands, which run in sessions of their own and outlive the server.
 /// Returns how many there were.
 pub fn end_marked(home: &Home, id: &str) -> usize {
-    let Ok(table) = Processes::with_markers() else { return 0 };
+    let Ok(table) = Processes::marked_in(home.root()) else { return 0 };
     let procs: Vec<Proc> = table.marked(home.root()).into_iter().filter(|m| m.instance == id).map(|m| m.proc).collect();
     end_all(&procs);
     procs.len()

@@ -121,7 +121,8 @@ pub struct Processes {
 }
 
 enum Table {
-    /// sysinfo's: the whole table, and on systems other than Linux the PIDs asked for too.
+    /// sysinfo's: the whole table, and the PIDs asked for where `/proc` cannot say (systems
+    /// other than Linux).
     Sys(Box<System>),
     /// Linux, the PIDs asked for, read straight from `/proc` (`imp::lean`): each live one with
     /// its environment where it was asked for.
@@ -149,9 +150,15 @@ impl Processes {
         Self::targeted(&pids, |pid| watchers.contains(&pid), kind)
     }
 
-    /// Every process with its environment only: for marker scans (`marked`).
-    pub fn with_markers() -> Result<Self> {
-        Self::refresh(None, ProcessRefreshKind::nothing().without_tasks().with_environ(UpdateKind::Always))
+    /// Every process carrying `home`'s marker, with its environment: for marker scans
+    /// (`marked`). On Linux only each process's environment is read, and more only of those
+    /// that carry it: a watcher scans after every exit of its server, on machines with
+    /// thousands of processes.
+    pub fn marked_in(home: &Path) -> Result<Self> {
+        match imp::lean_with_var(&format!("{MARKER_HOME}={}", home.display())) {
+            Some(found) => Ok(Processes { table: Table::Lean(found) }),
+            None => Self::refresh(None, ProcessRefreshKind::nothing().without_tasks().with_environ(UpdateKind::Always)),
+        }
     }
 
     /// Every process with its environment, command line, user and memory: for `ls --all`.
@@ -224,7 +231,7 @@ impl Processes {
     }
 
     /// Every live process carrying the marker of `home` (all instances), never ocx itself.
-    /// Needs a snapshot with environments (`with_markers`, `of_with_environ`, `all`; of
+    /// Needs a snapshot with environments (`marked_in`, `of_with_environ`, `all`; of
     /// `of_servers_and_watchers` only the watchers').
     pub fn marked(&self, home: &Path) -> Vec<Marked> {
         let me = std::process::id();

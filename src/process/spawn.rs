@@ -11,6 +11,11 @@ const FIRST_PAUSE: Duration = Duration::from_millis(100);
 
 /// `cmd.spawn()`, tried again (up to 5 times in all, about 1.5 s) while the OS refuses for a
 /// reason that passes. Any other error, a missing binary for one, is returned at once.
+///
+/// A refused spawn leaves no child on Unix. Should Wine ever report 1359 for a process it did
+/// start, that stray would be found: a watcher's plan pipe belongs to the failed attempt (it
+/// reads no plan and exits), and a server carries the instance's marker, which `stop` and
+/// `gc` look for.
 pub fn spawn(cmd: &mut Command) -> io::Result<Child> {
     let mut pause = FIRST_PAUSE;
     for _ in 1..TRIES {

@@ -17,7 +17,7 @@ mod procfs;
 mod watcher;
 
 pub use files::*;
-pub use procfs::lean;
+pub use procfs::{lean, lean_with_var};
 pub use watcher::*;
 
 /// Run the child in a session of its own, so it survives the terminal that started it and

@@ -1,8 +1,9 @@
 //! Linux: the processes a command asks about by PID, read straight from `/proc`: one read of
 //! `/proc/PID/stat` each (state, start, resident memory), and `/proc/PID/environ` where the
-//! marker is wanted. sysinfo reads five files for each (the directory, `stat`, `statm`,
-//! `status`, `environ`) and ocx a sixth for the exact start: at 1,000 instances that was most
-//! of `ls`. The whole table (`ls --all`, marker scans) still comes from sysinfo.
+//! marker is wanted. sysinfo opens four or five for each (the directory, `stat`, `statm`,
+//! `status`, and `environ` when asked) and ocx read `stat` again for the exact start: at 1,000
+//! instances that was most of `ls`. The whole table (`ls --all`, marker scans) still comes from
+//! sysinfo.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -20,7 +21,7 @@ pub fn lean(pids: &[u32], environ: impl Fn(u32) -> bool + Sync) -> Option<HashMa
         let (tick, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
         let (tick, page) = (u64::try_from(tick).ok().filter(|&t| t > 0)?, u64::try_from(page).unwrap_or(4096));
         // Each read is the kernel's work, not a wait: a thread per core.
-        let read = crate::parallel::map(pids, crate::parallel::cores(), |&pid| {
+        let read = crate::parallel::map(pids, crate::parallel::cores_for(pids.len()), |&pid| {
             let (state, ticks, rss_pages) = stat(pid)?;
             if matches!(state, 'X' | 'x') || (state == 'Z' && !super::still_exiting(pid)) {
                 return None;
@@ -37,12 +38,39 @@ pub fn lean(pids: &[u32], environ: impl Fn(u32) -> bool + Sync) -> Option<HashMa
     }
 }
 
+/// Every process whose environment holds `var` (`NAME=value`), read as `lean` reads them: the
+/// environment of each process first (another user's cannot be read and is passed over), then
+/// the state and start of those that hold it, then their environment again (a PID reused in
+/// between is judged by what runs now). None where `/proc` cannot say (not Linux).
+pub fn lean_with_var(var: &str) -> Option<HashMap<u32, (Proc, Vec<OsString>)>> {
+    #[cfg(target_os = "linux")]
+    {
+        let pids: Vec<u32> = std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+            .collect();
+        let holds = |pid: &u32| {
+            read(&format!("/proc/{pid}/environ"), 8192)
+                .is_some_and(|env| env.split(|&b| b == 0).any(|v| v == var.as_bytes()))
+        };
+        let held =
+            crate::parallel::map(&pids, crate::parallel::cores_for(pids.len()), |pid| holds(pid).then_some(*pid));
+        lean(&held.into_iter().flatten().collect::<Vec<_>>(), |_| true)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = var;
+        None
+    }
+}
+
 /// Fields 3 (state), 22 (start, clock ticks since boot) and 24 (resident pages) of
 /// `/proc/PID/stat`. The command name (field 2) may hold spaces and parentheses: fields are
 /// counted from the last `)`.
 #[cfg(target_os = "linux")]
 fn stat(pid: u32) -> Option<(char, u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = String::from_utf8(read(&format!("/proc/{pid}/stat"), 1024)?).ok()?;
     let mut fields = stat.rsplit_once(") ")?.1.split_ascii_whitespace();
     let state = fields.next()?.chars().next()?;
     let ticks = fields.nth(18)?.parse().ok()?;
@@ -54,8 +82,31 @@ fn stat(pid: u32) -> Option<(char, u64, u64)> {
 #[cfg(target_os = "linux")]
 fn environ_of(pid: u32) -> Vec<OsString> {
     use std::os::unix::ffi::OsStringExt;
-    let Ok(bytes) = std::fs::read(format!("/proc/{pid}/environ")) else { return Vec::new() };
+    let Some(bytes) = read(&format!("/proc/{pid}/environ"), 8192) else { return Vec::new() };
     bytes.split(|&b| b == 0).filter(|v| !v.is_empty()).map(|v| OsString::from_vec(v.to_vec())).collect()
+}
+
+/// A file of `/proc` whole, read into a buffer of `first` bytes that grows as needed: with no
+/// size to ask for, `fs::read` spends a `statx`, an `lseek` and a 32-byte probe on each, and
+/// each read of `environ` walks the other process's memory again.
+#[cfg(target_os = "linux")]
+fn read(path: &str, first: usize) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).ok()?;
+    let (mut buf, mut len) = (vec![0; first], 0);
+    loop {
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    buf.truncate(len);
+    Some(buf)
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -68,7 +119,7 @@ mod tests {
         let pid = child.id();
         let lean = lean(&[pid, std::process::id()], |p| p == pid).unwrap();
         let (proc, env) = &lean[&pid];
-        let sys = crate::process::Processes::with_markers().unwrap();
+        let sys = crate::process::Processes::all().unwrap();
         let seen = sys.get(pid).unwrap();
         assert_eq!((proc.start_time, proc.start_key), (seen.start_time, seen.start_key));
         // A child just past its exec may not have touched a page yet: this process has.
@@ -79,6 +130,25 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(!lean_has(pid));
+    }
+
+    #[test]
+    fn a_scan_finds_the_processes_holding_a_variable_and_no_other() {
+        let var = format!("OCX_LEAN_SCAN={}", std::process::id());
+        let mut marked = std::process::Command::new("sleep")
+            .arg("30")
+            .env("OCX_LEAN_SCAN", std::process::id().to_string())
+            .spawn()
+            .unwrap();
+        let mut other = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let found = lean_with_var(&var).unwrap();
+        assert!(found.contains_key(&marked.id()), "{:?}", found.keys());
+        assert!(!found.contains_key(&other.id()));
+        assert!(found[&marked.id()].1.iter().any(|v| v.to_str() == Some(var.as_str())));
+        for child in [&mut marked, &mut other] {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
     }
 
     fn lean_has(pid: u32) -> bool {

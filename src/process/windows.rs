@@ -316,6 +316,11 @@ pub fn lean(_pids: &[u32], _environ: impl Fn(u32) -> bool + Sync) -> Option<Hash
     None
 }
 
+/// `/proc` is Linux's: sysinfo scans the table.
+pub fn lean_with_var(_var: &str) -> Option<HashMap<u32, (Proc, Vec<OsString>)>> {
+    None
+}
+
 /// A process's creation time as a FILETIME (100 ns since 1601): exact, unlike the seconds
 /// sysinfo reports. None if the process is gone or cannot be opened.
 pub fn start_key(pid: u32, _start_time: u64) -> Option<u64> {

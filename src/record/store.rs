@@ -63,7 +63,7 @@ pub fn list(home: &Home) -> Result<Vec<Entry>> {
         }
     }
     // Reading and parsing is CPU work: a thread per core (1,000 records take tens of ms).
-    let loaded = crate::parallel::map(&files, crate::parallel::cores(), |(path, name)| {
+    let loaded = crate::parallel::map(&files, crate::parallel::cores_for(files.len()), |(path, name)| {
         let id = name.strip_suffix(".json").unwrap_or(name);
         load_file(path, id).map_err(|(reason, kind)| Invalid { id: id.to_string(), path: path.clone(), reason, kind })
     });

@@ -132,8 +132,12 @@ fn gc_ends_the_agents_command_when_the_server_was_killed() {
         env.marked().into_iter().find(|(pid, i)| *i == id && cmdline(*pid).contains("sleep 778")).map(|(pid, _)| pid)
     });
     let server = started["pid"].as_u64().unwrap() as u32;
+    let watcher = env.record(&id)["watcher"]["pid"].as_u64().unwrap() as u32;
     Command::new("kill").args(["-KILL", &server.to_string()]).status().unwrap();
-    wait_for("the server to die", Duration::from_secs(10), || is_gone(server).then_some(()));
+    // Until its watcher has recorded the exit and gone, gc finds the instance locked (busy).
+    wait_for("the watcher to record the exit and end", Duration::from_secs(10), || {
+        (is_gone(server) && is_gone(watcher) && !env.record(&id)["last_exit"].is_null()).then_some(())
+    });
     assert!(!is_gone(sleeper), "the agent's command outlived its server");
 
     let dry = env.run(&["gc", "--dry-run", "--json"]).success().json();
