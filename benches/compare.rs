@@ -572,8 +572,15 @@ fn watcher() {
         }
         bare.push(until_healthy(&loop_url, &loop_auth, began));
     }
+    // Killing the loop leaves its current opencode running (reparented): end the loop first,
+    // so that it starts no other, then the server it ran.
+    let children = std::fs::read_to_string(format!("/proc/{}/task/{}/children", shell.id(), shell.id()));
     let _ = shell.kill();
     let _ = shell.wait();
+    for server in children.unwrap_or_default().split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+        // SAFETY: SIGKILL to the loop's opencode, which this bench started.
+        unsafe { libc::kill(server, libc::SIGKILL) };
+    }
     header(&format!("The watcher ({ROUNDS} crashes each, alternating)"));
     let (so, sb) = (stats(&ocx), stats(&bare));
     row("ocx: SIGKILL to healthy again (same port)", &so);
