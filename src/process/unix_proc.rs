@@ -117,6 +117,7 @@ mod tests {
     fn a_child_is_read_as_sysinfo_reads_it_and_a_reaped_one_is_gone() {
         let mut child = std::process::Command::new("sleep").arg("30").env("OCX_LEAN_TEST", "1").spawn().unwrap();
         let pid = child.id();
+        past_exec(pid);
         let lean = lean(&[pid, std::process::id()], |p| p == pid).unwrap();
         let (proc, env) = &lean[&pid];
         let sys = crate::process::Processes::all().unwrap();
@@ -141,6 +142,8 @@ mod tests {
             .spawn()
             .unwrap();
         let mut other = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        past_exec(marked.id());
+        past_exec(other.id());
         let found = lean_with_var(&var).unwrap();
         assert!(found.contains_key(&marked.id()), "{:?}", found.keys());
         assert!(!found.contains_key(&other.id()));
@@ -148,6 +151,17 @@ mod tests {
         for child in [&mut marked, &mut other] {
             child.kill().unwrap();
             child.wait().unwrap();
+        }
+    }
+
+    /// Wait until a child just spawned has its new environment: `spawn` returns once exec has
+    /// closed the close-on-exec pipe, before the kernel has set up the new environment, and a
+    /// read of `environ` in that moment finds it empty.
+    fn past_exec(pid: u32) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while environ_of(pid).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "PID {pid} never showed an environment");
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 
