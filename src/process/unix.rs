@@ -212,9 +212,7 @@ pub fn start_key(pid: u32, start_time: u64) -> Option<u64> {
     #[cfg(target_os = "linux")]
     {
         let _ = start_time;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
-        stat.rsplit_once(") ")?.1.split_whitespace().nth(19)?.parse().ok()
+        procfs::stat(pid).map(|(_, ticks, _)| ticks)
     }
     #[cfg(not(target_os = "linux"))]
     {

@@ -69,7 +69,7 @@ pub fn lean_with_var(var: &str) -> Option<HashMap<u32, (Proc, Vec<OsString>)>> {
 /// `/proc/PID/stat`. The command name (field 2) may hold spaces and parentheses: fields are
 /// counted from the last `)`.
 #[cfg(target_os = "linux")]
-fn stat(pid: u32) -> Option<(char, u64, u64)> {
+pub(super) fn stat(pid: u32) -> Option<(char, u64, u64)> {
     let stat = String::from_utf8(read(&format!("/proc/{pid}/stat"), 1024)?).ok()?;
     let mut fields = stat.rsplit_once(") ")?.1.split_ascii_whitespace();
     let state = fields.next()?.chars().next()?;
