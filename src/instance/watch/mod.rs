@@ -118,8 +118,12 @@ pub fn run(home: &Home, id: &str) -> Result<()> {
         alerts: notify::Alerts::default(),
     };
     watcher.watch();
-    // Nothing is observed once the watcher is gone; what its alerts still run is ended.
+    // Nothing is observed once the watcher is gone. An alert it just fired (`failed`) runs its
+    // time unless a stop is asked for; what still runs then is ended.
     status::remove(home, id);
+    if !watcher.stop_requested {
+        watcher.let_alerts_finish();
+    }
     watcher.alerts.end_all();
     Ok(())
 }
@@ -222,6 +226,20 @@ impl<'a> Watcher<'a> {
                         server.output_open = false;
                     }
                 }
+            }
+        }
+    }
+
+    /// The watcher ends on its own: wait until its alerts' commands have exited or are ended at
+    /// their time (a `failed` alert killed at once may never have said anything). A stop
+    /// request ends the wait.
+    fn let_alerts_finish(&mut self) {
+        while let Some(due) = self.alerts.next_deadline() {
+            match self.next_event(Some(due.saturating_duration_since(Instant::now()))) {
+                Some(Event::Stop) => return,
+                Some(Event::Exited(pid, _)) => self.alerts.reaped(pid),
+                Some(_) => {}
+                None => self.alerts.end_overdue(),
             }
         }
     }
