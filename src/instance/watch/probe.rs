@@ -53,9 +53,15 @@ impl Watcher<'_> {
                 self.failed_probes = 0;
                 self.unresponsive_since = None;
                 self.waiting_for_idle = false;
-                // `/session/status` lists the sessions that are not idle: `{}` when none is.
-                self.busy = probe(&self.record, &self.auth, "/session/status", PROBE_TIMEOUT)
-                    .is_some_and(|(status, body)| status == 200 && body.trim_ascii() != b"{}");
+                // `/session/status` lists the sessions that are not idle: `{}` when none is. A
+                // status that did not come (the server wedged just after its health answer)
+                // leaves what was known, and the event stream's busy sessions count too.
+                if let Some((_, body)) = probe(&self.record, &self.auth, "/session/status", PROBE_TIMEOUT)
+                    .filter(|(status, _)| *status == 200)
+                {
+                    self.busy = body.trim_ascii() != b"{}";
+                }
+                self.busy |= !self.observation.busy.is_empty();
                 let rss = self.check_memory();
                 self.probed(true, rss);
             }
