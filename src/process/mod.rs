@@ -28,9 +28,9 @@ mod spawn;
 pub use imp::make_executable;
 pub use imp::{
     Reaper, Tree, become_watcher, contain, create_private_dir_all, create_private_file, detach, ephemeral_ports,
-    exit_signal, forget_ctrl_c, install_interrupt_handler, interrupt_code, interrupt_self, interrupted, is_trusted,
-    new_session, open_lock_file, open_private_log, own_process_group, port_owner, request_stop, shed_code_pages, shell,
-    ssh_shares_connections, stop_requests, sync_dir,
+    exit_signal, forget_ctrl_c, install_interrupt_handler, interrupt_code, interrupt_self, interrupted, new_session,
+    open_lock_file, open_private_log, own_process_group, port_owner, read_trusted, request_stop, shed_code_pages,
+    shell, ssh_shares_connections, stop_requests, sync_dir,
 };
 
 pub use setup::{not_private, output_within, service_manager};

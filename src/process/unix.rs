@@ -335,6 +335,27 @@ mod tests {
     }
 
     #[test]
+    fn only_a_trusted_regular_file_is_read_and_nothing_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        create_private_file(&file).unwrap();
+        std::fs::write(&file, "content").unwrap();
+        assert_eq!(read_trusted(&file).unwrap().as_deref(), Some(&b"content"[..]));
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert_eq!(read_trusted(&link).unwrap(), None, "a link is never followed");
+        assert_eq!(read_trusted(dir.path()).unwrap(), None, "a directory");
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert_eq!(read_trusted(&fifo).unwrap(), None, "a FIFO, without waiting for a writer");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o622)).unwrap();
+        assert_eq!(read_trusted(&file).unwrap(), None, "writable by others");
+        assert!(read_trusted(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
     fn a_short_socket_dir_is_made_private_or_refused_unless_it_is_a_private_dir_of_this_user() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("ocx-ssh-1");

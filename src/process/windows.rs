@@ -306,6 +306,15 @@ pub fn is_trusted(_meta: &Metadata) -> bool {
     true
 }
 
+/// A file's content if it is a regular file (not a link or a directory); None if it is not.
+pub fn read_trusted(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    let meta = std::fs::symlink_metadata(path)?;
+    if !meta.is_file() || !is_trusted(&meta) {
+        return Ok(None);
+    }
+    std::fs::read(path).map(Some)
+}
+
 /// Windows has no zombies that still run threads.
 pub fn still_exiting(_pid: u32) -> bool {
     false

@@ -121,11 +121,9 @@ pub fn ids_on_disk(home: &Home) -> Result<HashSet<String>> {
 /// A record file's content, or why not.
 fn load_file(path: &Path, id: &str) -> Result<Record, (String, InvalidKind)> {
     let unreadable = |e: std::io::Error| (format!("cannot read: {e}"), InvalidKind::Corrupt);
-    let meta = std::fs::symlink_metadata(path).map_err(unreadable)?;
-    if !meta.is_file() || !process::is_trusted(&meta) {
+    let Some(bytes) = process::read_trusted(path).map_err(unreadable)? else {
         return Err(("refused: not a regular file of this user, or writable by others".into(), InvalidKind::Refused));
-    }
-    let bytes = std::fs::read(path).map_err(unreadable)?;
+    };
     parse(&bytes, id).map_err(|e| (e.reason, if e.newer { InvalidKind::Newer } else { InvalidKind::Corrupt }))
 }
 
