@@ -51,8 +51,8 @@ pub fn lean_with_var(var: &str) -> Option<HashMap<u32, (Proc, Vec<OsString>)>> {
             .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
             .collect();
         let holds = |pid: &u32| {
-            read(&format!("/proc/{pid}/environ"), 8192)
-                .is_some_and(|env| env.split(|&b| b == 0).any(|v| v == var.as_bytes()))
+            with_file(&format!("/proc/{pid}/environ"), |env| env.split(|&b| b == 0).any(|v| v == var.as_bytes()))
+                .unwrap_or(false)
         };
         let held =
             crate::parallel::map(&pids, crate::parallel::cores_for(pids.len()), |pid| holds(pid).then_some(*pid));
@@ -70,43 +70,66 @@ pub fn lean_with_var(var: &str) -> Option<HashMap<u32, (Proc, Vec<OsString>)>> {
 /// counted from the last `)`.
 #[cfg(target_os = "linux")]
 pub(super) fn stat(pid: u32) -> Option<(char, u64, u64)> {
-    let stat = String::from_utf8(read(&format!("/proc/{pid}/stat"), 1024)?).ok()?;
-    let mut fields = stat.rsplit_once(") ")?.1.split_ascii_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ticks = fields.nth(18)?.parse().ok()?;
-    let rss = fields.nth(1)?.parse().ok()?;
-    Some((state, ticks, rss))
+    with_file(&format!("/proc/{pid}/stat"), |stat| {
+        // The name may be any bytes; what follows it is ASCII.
+        let after = stat.windows(2).rposition(|w| w == b") ")? + 2;
+        let mut fields = std::str::from_utf8(&stat[after..]).ok()?.split_ascii_whitespace();
+        let state = fields.next()?.chars().next()?;
+        let ticks = fields.nth(18)?.parse().ok()?;
+        let rss = fields.nth(1)?.parse().ok()?;
+        Some((state, ticks, rss))
+    })?
 }
 
-/// A process's environment, `NAME=value` each; empty if it cannot be read (another user's).
+/// The marker variables of a process's environment (`NAME=value` each, all a marker check
+/// reads); empty if it cannot be read (another user's). The rest is not kept: a watcher's
+/// environment is the whole of its user's, and 1,000 of them were 50,000 strings.
 #[cfg(target_os = "linux")]
 fn environ_of(pid: u32) -> Vec<OsString> {
-    use std::os::unix::ffi::OsStringExt;
-    let Some(bytes) = read(&format!("/proc/{pid}/environ"), 8192) else { return Vec::new() };
-    bytes.split(|&b| b == 0).filter(|v| !v.is_empty()).map(|v| OsString::from_vec(v.to_vec())).collect()
+    use std::os::unix::ffi::OsStrExt;
+    let markers = [super::super::MARKER_ID, super::super::MARKER_HOME].map(|m| format!("{m}="));
+    with_file(&format!("/proc/{pid}/environ"), |bytes| {
+        bytes
+            .split(|&b| b == 0)
+            .filter(|v| markers.iter().any(|m| v.starts_with(m.as_bytes())))
+            .map(|v| std::ffi::OsStr::from_bytes(v).to_os_string())
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
-/// A file of `/proc` whole, read into a buffer of `first` bytes that grows as needed: with no
-/// size to ask for, `fs::read` spends a `statx`, an `lseek` and a 32-byte probe on each, and
-/// each read of `environ` walks the other process's memory again.
+/// `f` of a file of `/proc` read whole into this thread's buffer, which grows as needed and is
+/// kept: with no size to ask for, `fs::read` spends a `statx`, an `lseek` and a 32-byte probe
+/// on each (and each read of `environ` walks the other process's memory again), and a fresh
+/// buffer per file was thousands of allocations at 1,000 instances.
 #[cfg(target_os = "linux")]
-fn read(path: &str, first: usize) -> Option<Vec<u8>> {
+fn with_file<T>(path: &str, f: impl FnOnce(&[u8]) -> T) -> Option<T> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path).ok()?;
-    let (mut buf, mut len) = (vec![0; first], 0);
-    loop {
-        if len == buf.len() {
-            buf.resize(len * 2, 0);
-        }
-        match file.read(&mut buf[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
-        }
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 8192]);
     }
-    buf.truncate(len);
-    Some(buf)
+    let mut file = std::fs::File::open(path).ok()?;
+    BUF.with_borrow_mut(|buf| {
+        let mut len = 0;
+        loop {
+            if len == buf.len() {
+                buf.resize(len * 2, 0);
+            }
+            match file.read(&mut buf[len..]) {
+                Ok(0) => break,
+                // `/proc` hands over what there is in one read when there is room for it: a
+                // short read is the end, and a read more to hear so is a syscall at each file.
+                Ok(n) if len + n < buf.len() => {
+                    len += n;
+                    break;
+                }
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        Some(f(&buf[..len]))
+    })
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -115,7 +138,12 @@ mod tests {
 
     #[test]
     fn a_child_is_read_as_sysinfo_reads_it_and_a_reaped_one_is_gone() {
-        let mut child = std::process::Command::new("sleep").arg("30").env("OCX_LEAN_TEST", "1").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env(crate::process::MARKER_ID, "lean-test")
+            .env("OCX_LEAN_TEST", "1")
+            .spawn()
+            .unwrap();
         let pid = child.id();
         past_exec(pid);
         let lean = lean(&[pid, std::process::id()], |p| p == pid).unwrap();
@@ -125,7 +153,8 @@ mod tests {
         assert_eq!((proc.start_time, proc.start_key), (seen.start_time, seen.start_key));
         // A child just past its exec may not have touched a page yet: this process has.
         assert!(lean[&std::process::id()].0.rss > 0);
-        assert!(env.iter().any(|v| v == "OCX_LEAN_TEST=1"), "{env:?}");
+        // Only the markers are kept.
+        assert_eq!(env, &[OsString::from(format!("{}=lean-test", crate::process::MARKER_ID))]);
         // Asked without its environment: none read.
         assert!(lean[&std::process::id()].1.is_empty());
         child.kill().unwrap();
@@ -135,10 +164,11 @@ mod tests {
 
     #[test]
     fn a_scan_finds_the_processes_holding_a_variable_and_no_other() {
-        let var = format!("OCX_LEAN_SCAN={}", std::process::id());
+        let home = format!("/nonexistent/ocx-lean-scan-{}", std::process::id());
+        let var = format!("{}={home}", crate::process::MARKER_HOME);
         let mut marked = std::process::Command::new("sleep")
             .arg("30")
-            .env("OCX_LEAN_SCAN", std::process::id().to_string())
+            .env(crate::process::MARKER_HOME, &home)
             .spawn()
             .unwrap();
         let mut other = std::process::Command::new("sleep").arg("30").spawn().unwrap();
@@ -159,7 +189,7 @@ mod tests {
     /// read of `environ` in that moment finds it empty.
     fn past_exec(pid: u32) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while environ_of(pid).is_empty() {
+        while with_file(&format!("/proc/{pid}/environ"), <[u8]>::is_empty).unwrap_or(true) {
             assert!(std::time::Instant::now() < deadline, "PID {pid} never showed an environment");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
