@@ -15,9 +15,13 @@ use comfy_table::{Cell, Color, Table, presets};
 
 /// Colour only on a terminal, when `NO_COLOR` is unset or empty and `TERM` is not `dumb`.
 pub fn use_color() -> bool {
-    io::stdout().is_terminal()
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-        && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
+    // Asked once: a table of 1,000 rows asks for each status cell.
+    static COLOR: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *COLOR.get_or_init(|| {
+        io::stdout().is_terminal()
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
+    })
 }
 
 /// A borderless table with a header row, like `docker ps`.

@@ -79,14 +79,13 @@ impl Facts {
         let servers: Vec<u32> = records.iter().map(|r| r.pid).collect();
         let watchers: Vec<u32> = records.iter().filter_map(|r| r.watcher.map(|w| w.pid)).collect();
         let table = Processes::of_servers_and_watchers(&servers, &watchers)?;
-        let marked = table.marked(home.root());
+        let marked: std::collections::HashMap<u32, String> =
+            table.marked(home.root()).into_iter().map(|m| (m.proc.pid, m.instance)).collect();
         Ok(records
             .iter()
             .map(|r| {
-                let watcher = r
-                    .watcher
-                    .and_then(|w| table.find(&w))
-                    .filter(|w| marked.iter().any(|m| m.proc.pid == w.pid && m.instance == r.id));
+                let watcher =
+                    r.watcher.and_then(|w| table.find(&w)).filter(|w| marked.get(&w.pid).is_some_and(|i| *i == r.id));
                 Facts { server: table.find(&r.server()), watcher, healthy: None }
             })
             .collect())
