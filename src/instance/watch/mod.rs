@@ -118,8 +118,8 @@ pub fn run(home: &Home, id: &str) -> Result<()> {
         alerts: notify::Alerts::default(),
     };
     watcher.watch();
-    // Nothing is observed once the watcher is gone. An alert it just fired (`failed`) runs its
-    // time unless a stop is asked for; what still runs then is ended.
+    // Nothing is observed once the watcher is gone. The `failed` alert of a watcher that gave
+    // up runs its time unless a stop is asked for; what still runs then is ended.
     status::remove(home, id);
     if !watcher.stop_requested {
         watcher.let_alerts_finish();
@@ -230,11 +230,12 @@ impl<'a> Watcher<'a> {
         }
     }
 
-    /// The watcher ends on its own: wait until its alerts' commands have exited or are ended at
-    /// their time (a `failed` alert killed at once may never have said anything). A stop
-    /// request ends the wait.
+    /// The watcher ends on its own: if it gave up, wait until its `failed` alert's command has
+    /// exited or is ended at its time (killed at once, it may never have said anything). Other
+    /// alerts do not hold it up (an instance left down by its watcher must not look restarting
+    /// for half a minute). A stop request ends the wait.
     fn let_alerts_finish(&mut self) {
-        while let Some(due) = self.alerts.next_deadline() {
+        while let Some(due) = self.alerts.last_word_due() {
             match self.next_event(Some(due.saturating_duration_since(Instant::now()))) {
                 Some(Event::Stop) => return,
                 Some(Event::Exited(pid, _)) => self.alerts.reaped(pid),

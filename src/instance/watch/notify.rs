@@ -43,6 +43,8 @@ impl Alert {
 #[derive(Default)]
 pub struct Alerts {
     running: Vec<(ProcId, Instant)>,
+    /// The `failed` alert's command: the watcher's last word, which it waits for as it exits.
+    last_word: Option<ProcId>,
 }
 
 impl Alerts {
@@ -70,6 +72,9 @@ impl Alerts {
         let pid = child.id();
         if let Some(id) = Processes::of(&[pid]).ok().and_then(|t| t.get(pid)).map(|p| p.id()) {
             self.running.push((id, Instant::now() + ALERT_TIMEOUT));
+            if alert == Alert::Failed {
+                self.last_word = Some(id);
+            }
         }
         reaper.watch(child);
     }
@@ -77,6 +82,12 @@ impl Alerts {
     /// When the next command is due to be ended.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.running.iter().map(|(_, at)| *at).min()
+    }
+
+    /// When the `failed` alert's command is due to be ended, while it runs.
+    pub fn last_word_due(&self) -> Option<Instant> {
+        let last = self.last_word?;
+        self.running.iter().find(|(id, _)| *id == last).map(|(_, at)| *at)
     }
 
     /// End the commands past their time; forget those that are gone.
