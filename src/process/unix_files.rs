@@ -87,9 +87,16 @@ pub fn is_trusted(meta: &Metadata) -> bool {
 /// never blocking, and the checks made on what was opened: no second lookup of the path.
 pub fn read_trusted(path: &Path) -> io::Result<Option<Vec<u8>>> {
     use std::io::Read;
-    let file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path);
-    let file = match file {
+    let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
+    let file = match OpenOptions::new().read(true).custom_flags(flags).open(path) {
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
+        // Another user's file that this one may not read: refused as such, not unreadable.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            return match std::fs::symlink_metadata(path) {
+                Ok(meta) if !is_trusted(&meta) => Ok(None),
+                _ => Err(e),
+            };
+        }
         other => other?,
     };
     let meta = file.metadata()?;

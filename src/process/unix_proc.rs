@@ -128,7 +128,13 @@ fn with_file<T>(path: &str, f: impl FnOnce(&[u8]) -> T) -> Option<T> {
                 Err(_) => return None,
             }
         }
-        Some(f(&buf[..len]))
+        let done = f(&buf[..len]);
+        // A watcher scans every process: one huge environment must not stay resident in it.
+        if buf.len() > 64 * 1024 {
+            buf.truncate(8192);
+            buf.shrink_to_fit();
+        }
+        Some(done)
     })
 }
 
@@ -141,6 +147,7 @@ mod tests {
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .env(crate::process::MARKER_ID, "lean-test")
+            .env_remove(crate::process::MARKER_HOME)
             .env("OCX_LEAN_TEST", "1")
             .spawn()
             .unwrap();
@@ -166,11 +173,8 @@ mod tests {
     fn a_scan_finds_the_processes_holding_a_variable_and_no_other() {
         let home = format!("/nonexistent/ocx-lean-scan-{}", std::process::id());
         let var = format!("{}={home}", crate::process::MARKER_HOME);
-        let mut marked = std::process::Command::new("sleep")
-            .arg("30")
-            .env(crate::process::MARKER_HOME, &home)
-            .spawn()
-            .unwrap();
+        let mut marked =
+            std::process::Command::new("sleep").arg("30").env(crate::process::MARKER_HOME, &home).spawn().unwrap();
         let mut other = std::process::Command::new("sleep").arg("30").spawn().unwrap();
         past_exec(marked.id());
         past_exec(other.id());
