@@ -161,3 +161,32 @@ fn notify_gets_asking_idle_restarted_and_failed() {
     let loop_id = looping["id"].as_str().unwrap();
     assert!(failed.starts_with(&format!("failed|{loop_id}|loop||gave up after 5 unstable exits")), "{failed}");
 }
+
+/// An alert still running never holds up a watcher that leaves its server down: after a clean
+/// exit under `--restart on-failure` the watcher ends at once (the instance `dead`, not
+/// `restarting` for the alert's 30 s), and ends the alert's command with it.
+#[test]
+fn a_running_alert_never_holds_up_a_watcher_that_leaves_its_server_down() {
+    let env = TestEnv::new();
+    let alerts = env.root.path().join("alerts");
+    let notify = format!("echo \"$OCX_EVENT $$\" >> '{}'; exec sleep 1000", alerts.display());
+    let started = env.start_stand_in(&["--restart", "on-failure", "--notify", &notify]);
+    let id = started["id"].as_str().unwrap().to_string();
+    kill("KILL", pid_of(&started));
+    let alert: u32 = wait_for("the restarted alert", Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&alerts).ok()?;
+        text.lines().find_map(|l| l.strip_prefix("restarted ")?.trim().parse().ok())
+    });
+    let restarted = wait_for("the restarted server", Duration::from_secs(30), || {
+        Some(env.listed(&id)).filter(|r| r["status"] == "running" && r["pid"] != started["pid"])
+    });
+    let watcher = restarted["watcher"]["pid"].as_u64().unwrap() as u32;
+    assert!(!crate::support::is_gone(alert), "the alert's command runs on");
+    env.control("exit", "0");
+    // Well inside the alert's 30 s.
+    wait_for("the watcher to end", Duration::from_secs(10), || crate::support::is_gone(watcher).then_some(()));
+    assert_eq!(env.listed(&id)["status"], "dead");
+    wait_for("the alert's command to be ended", Duration::from_secs(5), || {
+        crate::support::is_gone(alert).then_some(())
+    });
+}
