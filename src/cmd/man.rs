@@ -85,6 +85,10 @@ also the agent's shell commands that run in sessions of their own. \fBocx stop\f
 \fBocx gc\fR find what belongs to an instance by this marker, and never signal a process
 without it, nor one whose start time differs from the record's.
 .TP
+\fBOCX_ALERT\fR (in a \fB\-\-notify\fR command's environment)
+Set instead of the marker, one value per alert: when the watcher ends the command (after
+30 s, or as it exits), it ends every process carrying that value too.
+.TP
 \fBNO_COLOR\fR
 When set and not empty, no colour in tables. Colour is also off when stdout is not a
 terminal or \fBTERM\fR is \fIdumb\fR.

@@ -44,6 +44,9 @@ const SOCKET_PATH_MAX: usize = 100;
 /// process to count as the instance's: ids are only unique within one home.
 pub const MARKER_ID: &str = "OCX_INSTANCE_ID";
 pub const MARKER_HOME: &str = "OCX_HOME";
+/// The variable every process of one `--notify` command inherits (`<id>/<watcher>/<n>`), so
+/// that what the command started is ended with it.
+pub const MARKER_ALERT: &str = "OCX_ALERT";
 
 /// What ocx needs to know about a live process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +162,24 @@ impl Processes {
             Some(found) => Ok(Processes { table: Table::Lean(found) }),
             None => Self::refresh(None, ProcessRefreshKind::nothing().without_tasks().with_environ(UpdateKind::Always)),
         }
+    }
+
+    /// Every live process whose environment holds `var` (`NAME=value`), never ocx itself: read
+    /// as `marked_in` reads them.
+    pub fn holding(var: &str) -> Result<Vec<Proc>> {
+        let table = match imp::lean_with_var(var) {
+            Some(found) => Processes { table: Table::Lean(found) },
+            None => {
+                Self::refresh(None, ProcessRefreshKind::nothing().without_tasks().with_environ(UpdateKind::Always))?
+            }
+        };
+        let me = std::process::id();
+        Ok(table
+            .environs()
+            .into_iter()
+            .filter(|&(pid, env)| pid != me && env.iter().any(|v| v.to_str() == Some(var)))
+            .filter_map(|(pid, _)| table.get(pid))
+            .collect())
     }
 
     /// Every process with its environment, command line, user and memory: for `ls --all`.

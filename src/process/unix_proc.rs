@@ -82,12 +82,13 @@ pub(super) fn stat(pid: u32) -> Option<(char, u64, u64)> {
 }
 
 /// The marker variables of a process's environment (`NAME=value` each, all a marker check
-/// reads); empty if it cannot be read (another user's). The rest is not kept: a watcher's
+/// reads: the instance's and an alert's); empty if it cannot be read (another user's). The rest is not kept: a watcher's
 /// environment is the whole of its user's, and 1,000 of them were 50,000 strings.
 #[cfg(target_os = "linux")]
 fn environ_of(pid: u32) -> Vec<OsString> {
     use std::os::unix::ffi::OsStrExt;
-    let markers = [super::super::MARKER_ID, super::super::MARKER_HOME].map(|m| format!("{m}="));
+    let markers =
+        [super::super::MARKER_ID, super::super::MARKER_HOME, super::super::MARKER_ALERT].map(|m| format!("{m}="));
     with_file(&format!("/proc/{pid}/environ"), |bytes| {
         bytes
             .split(|&b| b == 0)

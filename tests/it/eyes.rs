@@ -164,12 +164,14 @@ fn notify_gets_asking_idle_restarted_and_failed() {
 
 /// An alert still running never holds up a watcher that leaves its server down: after a clean
 /// exit under `--restart on-failure` the watcher ends at once (the instance `dead`, not
-/// `restarting` for the alert's 30 s), and ends the alert's command with it.
+/// `restarting` for the alert's 30 s), and ends the alert's command with it, and what the
+/// command started (which outlives the shell, re-parented).
 #[test]
 fn a_running_alert_never_holds_up_a_watcher_that_leaves_its_server_down() {
     let env = TestEnv::new();
     let alerts = env.root.path().join("alerts");
-    let notify = format!("echo \"$OCX_EVENT $$\" >> '{}'; exec sleep 1000", alerts.display());
+    let notify =
+        format!("echo \"$OCX_EVENT $$\" >> '{0}'; sleep 1000 & echo \"child $!\" >> '{0}'; wait", alerts.display());
     let started = env.start_stand_in(&["--restart", "on-failure", "--notify", &notify]);
     let id = started["id"].as_str().unwrap().to_string();
     kill("KILL", pid_of(&started));
@@ -181,12 +183,16 @@ fn a_running_alert_never_holds_up_a_watcher_that_leaves_its_server_down() {
         Some(env.listed(&id)).filter(|r| r["status"] == "running" && r["pid"] != started["pid"])
     });
     let watcher = restarted["watcher"]["pid"].as_u64().unwrap() as u32;
-    assert!(!crate::support::is_gone(alert), "the alert's command runs on");
+    let child: u32 = wait_for("the alert's child", Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&alerts).ok()?;
+        text.lines().find_map(|l| l.strip_prefix("child ")?.trim().parse().ok())
+    });
+    assert!(!crate::support::is_gone(alert) && !crate::support::is_gone(child), "the alert's command runs on");
     env.control("exit", "0");
     // Well inside the alert's 30 s.
     wait_for("the watcher to end", Duration::from_secs(10), || crate::support::is_gone(watcher).then_some(()));
     assert_eq!(env.listed(&id)["status"], "dead");
-    wait_for("the alert's command to be ended", Duration::from_secs(5), || {
-        crate::support::is_gone(alert).then_some(())
+    wait_for("the alert's command and its child to be ended", Duration::from_secs(5), || {
+        (crate::support::is_gone(alert) && crate::support::is_gone(child)).then_some(())
     });
 }

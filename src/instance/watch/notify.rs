@@ -6,7 +6,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::process::{self, MARKER_HOME, MARKER_ID, ProcId, Processes, Reaper, Signal};
+use crate::process::{self, MARKER_ALERT, MARKER_HOME, MARKER_ID, ProcId, Processes, Reaper, Signal};
 use crate::record::Record;
 
 /// How long one alert's command may run before it is ended.
@@ -39,10 +39,12 @@ impl Alert {
     }
 }
 
-/// The alerts' commands still running, each with when it is ended.
+/// The alerts' commands still running, each with when it is ended and its `MARKER_ALERT`.
 #[derive(Default)]
 pub struct Alerts {
-    running: Vec<(ProcId, Instant)>,
+    running: Vec<(ProcId, Instant, String)>,
+    /// How many were fired (for each one's own marker).
+    fired: u64,
     /// The `failed` alert's command: the watcher's last word, which it waits for as it exits.
     last_word: Option<ProcId>,
 }
@@ -51,6 +53,8 @@ impl Alerts {
     /// Run the instance's `--notify` command, if it has one, for `alert`.
     pub fn fire(&mut self, reaper: &Reaper, record: &Record, alert: Alert, session: &str, title: &str, detail: &str) {
         let Some(command) = record.supervision.notify.as_deref() else { return };
+        self.fired += 1;
+        let tag = format!("{}/{}/{}", record.id, std::process::id(), self.fired);
         let mut cmd = process::shell(command);
         cmd.current_dir(&record.dir)
             .env("OCX_EVENT", alert.as_str())
@@ -64,6 +68,7 @@ impl Alerts {
             // Not the instance's: a stop's or a restart's sweep leaves a running alert alone.
             .env_remove(MARKER_ID)
             .env_remove(MARKER_HOME)
+            .env(MARKER_ALERT, &tag)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -71,7 +76,7 @@ impl Alerts {
         let Ok(child) = cmd.spawn() else { return };
         let pid = child.id();
         if let Some(id) = Processes::of(&[pid]).ok().and_then(|t| t.get(pid)).map(|p| p.id()) {
-            self.running.push((id, Instant::now() + ALERT_TIMEOUT));
+            self.running.push((id, Instant::now() + ALERT_TIMEOUT, tag));
             if alert == Alert::Failed {
                 self.last_word = Some(id);
             }
@@ -81,38 +86,41 @@ impl Alerts {
 
     /// When the next command is due to be ended.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.running.iter().map(|(_, at)| *at).min()
+        self.running.iter().map(|(_, at, _)| *at).min()
     }
 
     /// When the `failed` alert's command is due to be ended, while it runs.
     pub fn last_word_due(&self) -> Option<Instant> {
         let last = self.last_word?;
-        self.running.iter().find(|(id, _)| *id == last).map(|(_, at)| *at)
+        self.running.iter().find(|(id, ..)| *id == last).map(|(_, at, _)| *at)
     }
 
-    /// End the commands past their time; forget those that are gone.
+    /// End the commands past their time, and what each started (found by its marker: the
+    /// shell's children outlive it, re-parented); forget those that are gone.
     pub fn end_overdue(&mut self) {
         let now = Instant::now();
-        self.running.retain(|(id, at)| {
+        self.running.retain(|(id, at, tag)| {
             let Some(proc) = Processes::of(&[id.pid]).ok().and_then(|t| t.find(id)) else { return false };
             if *at > now {
                 return true;
             }
             let _ = process::signal(&proc, Signal::Kill);
+            for started in Processes::holding(&format!("{MARKER_ALERT}={tag}")).unwrap_or_default() {
+                let _ = process::signal(&started, Signal::Kill);
+            }
             false
         });
     }
 
     /// A child was reaped: if it was an alert's, forget it.
     pub fn reaped(&mut self, pid: u32) {
-        self.running.retain(|(id, _)| id.pid != pid);
+        self.running.retain(|(id, ..)| id.pid != pid);
     }
 
     /// The watcher exits: end what still runs.
     pub fn end_all(&mut self) {
-        for (id, at) in &mut self.running {
+        for (_, at, _) in &mut self.running {
             *at = Instant::now();
-            let _ = id;
         }
         self.end_overdue();
     }
