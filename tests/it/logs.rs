@@ -157,9 +157,12 @@ fn a_short_wedge_while_busy_is_waited_out() {
     wait_for("the idle one to be restarted", Duration::from_secs(60), || {
         log(idle_id).contains("ending the server (unresponsive: 2 health checks in a row failed)").then_some(())
     });
-    wait_for("the busy one's wedge to be noticed", Duration::from_secs(60), || {
-        log(id).contains("2 health checks in a row failed, but a session was busy").then_some(())
-    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !log(id).contains("2 health checks in a row failed, but a session was busy") {
+        // Said with the log: CI saw this time out twice in many runs.
+        assert!(std::time::Instant::now() < deadline, "the busy one's wedge was not noticed:\n{}", log(id));
+        std::thread::sleep(Duration::from_millis(50));
+    }
     Command::new("kill").args(["-CONT", &busy["pid"].as_u64().unwrap().to_string()]).status().unwrap();
     assert!(!log(id).contains("ending the server"), "{}", log(id));
     wait_for("the whole answer", Duration::from_secs(60), || {

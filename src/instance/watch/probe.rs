@@ -55,13 +55,14 @@ impl Watcher<'_> {
                 self.waiting_for_idle = false;
                 // `/session/status` lists the sessions that are not idle: `{}` when none is. A
                 // status that did not come (the server wedged just after its health answer)
-                // leaves what was known, with the sessions the event stream shows busy.
-                match probe(&self.record, &self.auth, "/session/status", PROBE_TIMEOUT)
+                // leaves what was known. While the event stream is up, the sessions it shows
+                // busy count too: it hears of a turn at once, a probe up to an interval late.
+                if let Some((_, body)) = probe(&self.record, &self.auth, "/session/status", PROBE_TIMEOUT)
                     .filter(|(status, _)| *status == 200)
                 {
-                    Some((_, body)) => self.busy = body.trim_ascii() != b"{}",
-                    None => self.busy |= !self.observation.busy.is_empty(),
+                    self.busy = body.trim_ascii() != b"{}";
                 }
+                self.busy |= self.observation.stream && !self.observation.busy.is_empty();
                 let rss = self.check_memory();
                 self.probed(true, rss);
             }
