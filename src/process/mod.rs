@@ -158,21 +158,13 @@ impl Processes {
     /// that carry it: a watcher scans after every exit of its server, on machines with
     /// thousands of processes.
     pub fn marked_in(home: &Path) -> Result<Self> {
-        match imp::lean_with_var(&format!("{MARKER_HOME}={}", home.display())) {
-            Some(found) => Ok(Processes { table: Table::Lean(found) }),
-            None => Self::refresh(None, ProcessRefreshKind::nothing().without_tasks().with_environ(UpdateKind::Always)),
-        }
+        Self::with_var(&format!("{MARKER_HOME}={}", home.display()))
     }
 
     /// Every live process whose environment holds `var` (`NAME=value`), never ocx itself: read
     /// as `marked_in` reads them.
     pub fn holding(var: &str) -> Result<Vec<Proc>> {
-        let table = match imp::lean_with_var(var) {
-            Some(found) => Processes { table: Table::Lean(found) },
-            None => {
-                Self::refresh(None, ProcessRefreshKind::nothing().without_tasks().with_environ(UpdateKind::Always))?
-            }
-        };
+        let table = Self::with_var(var)?;
         let me = std::process::id();
         Ok(table
             .environs()
@@ -180,6 +172,15 @@ impl Processes {
             .filter(|&(pid, env)| pid != me && env.iter().any(|v| v.to_str() == Some(var)))
             .filter_map(|(pid, _)| table.get(pid))
             .collect())
+    }
+
+    /// The processes holding `var` with their environment: on Linux only those (`lean_with_var`),
+    /// elsewhere every process.
+    fn with_var(var: &str) -> Result<Self> {
+        match imp::lean_with_var(var) {
+            Some(found) => Ok(Processes { table: Table::Lean(found) }),
+            None => Self::refresh(None, ProcessRefreshKind::nothing().without_tasks().with_environ(UpdateKind::Always)),
+        }
     }
 
     /// Every process with its environment, command line, user and memory: for `ls --all`.

@@ -82,19 +82,20 @@ pub(super) fn stat(pid: u32) -> Option<(char, u64, u64)> {
 }
 
 /// The marker variables of a process's environment (`NAME=value` each, all a marker check
-/// reads: the instance's and an alert's); empty if it cannot be read (another user's). The rest is not kept: a watcher's
-/// environment is the whole of its user's, and 1,000 of them were 50,000 strings.
+/// reads: the instance's and an alert's); empty if it cannot be read (another user's). The
+/// rest is not kept: a watcher's environment is the whole of its user's, and 1,000 of them
+/// were 50,000 strings.
 #[cfg(target_os = "linux")]
 fn environ_of(pid: u32) -> Vec<OsString> {
+    use super::super::{MARKER_ALERT, MARKER_HOME, MARKER_ID};
     use std::os::unix::ffi::OsStrExt;
-    let markers =
-        [super::super::MARKER_ID, super::super::MARKER_HOME, super::super::MARKER_ALERT].map(|m| format!("{m}="));
+    let marker = |v: &[u8]| {
+        v.iter()
+            .position(|&b| b == b'=')
+            .is_some_and(|at| [MARKER_ID, MARKER_HOME, MARKER_ALERT].iter().any(|m| &v[..at] == m.as_bytes()))
+    };
     with_file(&format!("/proc/{pid}/environ"), |bytes| {
-        bytes
-            .split(|&b| b == 0)
-            .filter(|v| markers.iter().any(|m| v.starts_with(m.as_bytes())))
-            .map(|v| std::ffi::OsStr::from_bytes(v).to_os_string())
-            .collect()
+        bytes.split(|&b| b == 0).filter(|v| marker(v)).map(|v| std::ffi::OsStr::from_bytes(v).to_os_string()).collect()
     })
     .unwrap_or_default()
 }

@@ -39,14 +39,23 @@ impl Alert {
     }
 }
 
-/// The alerts' commands still running, each with when it is ended and its `MARKER_ALERT`.
+/// The alerts' commands still running.
 #[derive(Default)]
 pub struct Alerts {
-    running: Vec<(ProcId, Instant, String)>,
+    running: Vec<Running>,
     /// How many were fired (for each one's own marker).
     fired: u64,
-    /// The `failed` alert's command: the watcher's last word, which it waits for as it exits.
-    last_word: Option<ProcId>,
+}
+
+/// One alert's command.
+struct Running {
+    id: ProcId,
+    /// When it is ended.
+    until: Instant,
+    /// Its `MARKER_ALERT` value, which what it starts inherits.
+    tag: String,
+    /// The `failed` alert's: the watcher's last word, which it waits for as it exits.
+    last_word: bool,
 }
 
 impl Alerts {
@@ -76,36 +85,33 @@ impl Alerts {
         let Ok(child) = cmd.spawn() else { return };
         let pid = child.id();
         if let Some(id) = Processes::of(&[pid]).ok().and_then(|t| t.get(pid)).map(|p| p.id()) {
-            self.running.push((id, Instant::now() + ALERT_TIMEOUT, tag));
-            if alert == Alert::Failed {
-                self.last_word = Some(id);
-            }
+            let last_word = alert == Alert::Failed;
+            self.running.push(Running { id, until: Instant::now() + ALERT_TIMEOUT, tag, last_word });
         }
         reaper.watch(child);
     }
 
     /// When the next command is due to be ended.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.running.iter().map(|(_, at, _)| *at).min()
+        self.running.iter().map(|r| r.until).min()
     }
 
     /// When the `failed` alert's command is due to be ended, while it runs.
     pub fn last_word_due(&self) -> Option<Instant> {
-        let last = self.last_word?;
-        self.running.iter().find(|(id, ..)| *id == last).map(|(_, at, _)| *at)
+        self.running.iter().find(|r| r.last_word).map(|r| r.until)
     }
 
     /// End the commands past their time, and what each started (found by its marker: the
     /// shell's children outlive it, re-parented); forget those that are gone.
     pub fn end_overdue(&mut self) {
         let now = Instant::now();
-        self.running.retain(|(id, at, tag)| {
-            let Some(proc) = Processes::of(&[id.pid]).ok().and_then(|t| t.find(id)) else { return false };
-            if *at > now {
+        self.running.retain(|r| {
+            let Some(proc) = Processes::of(&[r.id.pid]).ok().and_then(|t| t.find(&r.id)) else { return false };
+            if r.until > now {
                 return true;
             }
             let _ = process::signal(&proc, Signal::Kill);
-            for started in Processes::holding(&format!("{MARKER_ALERT}={tag}")).unwrap_or_default() {
+            for started in Processes::holding(&format!("{MARKER_ALERT}={}", r.tag)).unwrap_or_default() {
                 let _ = process::signal(&started, Signal::Kill);
             }
             false
@@ -114,13 +120,13 @@ impl Alerts {
 
     /// A child was reaped: if it was an alert's, forget it.
     pub fn reaped(&mut self, pid: u32) {
-        self.running.retain(|(id, ..)| id.pid != pid);
+        self.running.retain(|r| r.id.pid != pid);
     }
 
     /// The watcher exits: end what still runs.
     pub fn end_all(&mut self) {
-        for (_, at, _) in &mut self.running {
-            *at = Instant::now();
+        for r in &mut self.running {
+            r.until = Instant::now();
         }
         self.end_overdue();
     }
